@@ -814,7 +814,7 @@ static void send_ack(qm_bus_t *bus, link_in_t *li, char kind) {
 enum { APPLY_OK = 0, APPLY_DEAD = 1, APPLY_RETRY = 2 };
 
 static int apply_one(qm_bus_t *bus, MDB_txn *txn, const char *from, const char *raw, size_t len,
-                     int careful, type_counters_t **tc_out) {
+                     int careful, const qm_id_t *dead_id, type_counters_t **tc_out) {
   qm_error_t err;
   qm_envelope_t env;
   qm_error_clear(&err);
@@ -822,8 +822,11 @@ static int apply_one(qm_bus_t *bus, MDB_txn *txn, const char *from, const char *
   *tc_out = NULL;
   int rc = qm_envelope_decode(raw, len, bus->o.cfg.max_message_bytes, &bus->zone, &env, &err);
   if (rc) {
+    /* An undecodable message has no id of its own: it gets a fresh one, or
+     * keeps the one it was filed under when it is replayed. */
     qm_id_t id;
-    qm_id_new(&id);
+    if (dead_id) id = *dead_id;
+    else qm_id_new(&id);
     char reason[1100];
     snprintf(reason, sizeof reason, "%s: %s", qm_err_name(rc), err.msg);
     rc = qm_bus_dead_put(bus, txn, &id, "in", from, reason, raw, len);
@@ -1014,7 +1017,7 @@ static int batch_pass(qm_bus_t *bus, MDB_txn *txn, int careful) {
       if (!li->gap_reported) li->need_ack = 'G';
       continue;
     }
-    int rc = apply_one(bus, txn, li->src, it->p, it->n, careful, &it->tc);
+    int rc = apply_one(bus, txn, li->src, it->p, it->n, careful, NULL, &it->tc);
     if (rc < 0 || rc == APPLY_RETRY) return rc;
     it->applied = rc == APPLY_OK;
     li->t_wm = it->seq;
@@ -1268,9 +1271,11 @@ int qm_bus_new(qm_bus_t **out, const qm_bus_opts_t *o, qm_error_t *err) {
     int ivl = (int)bus->o.cfg.heartbeat_ms, tmo = ivl * 3;
     zmq_setsockopt(bus->inbox, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(bus->inbox, ZMQ_HEARTBEAT_TIMEOUT, &tmo, sizeof tmo);
-    if (zmq_bind(bus->inbox, o->bind) != 0) {
+    const char *eps[2] = {o->bind, o->bind_also};
+    for (int i = 0; i < 2; i++) {
+      if (!eps[i] || !eps[i][0] || zmq_bind(bus->inbox, eps[i]) == 0) continue;
       int e = errno;
-      qm_error_set(err, QM_EZMQ, "%s: cannot bind inbox %s: %s", bus->name, o->bind,
+      qm_error_set(err, QM_EZMQ, "%s: cannot bind inbox %s: %s", bus->name, eps[i],
                    zmq_strerror(e));
       qm_bus_destroy(&bus);
       return QM_EZMQ;
@@ -1432,7 +1437,7 @@ int qm_bus_dead_replay(qm_bus_t *bus, const qm_id_t *id, qm_error_t *err) {
       }
     } else {
       type_counters_t *tc;
-      rc = apply_one(bus, txn, fromz, raw, raw_len, 1, &tc);
+      rc = apply_one(bus, txn, fromz, raw, raw_len, 1, id, &tc);
       if (rc == APPLY_DEAD)
         rc = qm_error_set(err, QM_EREFUSED, "%s refused again; see its new dead entry", idbuf);
       else if (rc == APPLY_OK && tc)

@@ -45,6 +45,7 @@ typedef int (*qm_bus_handler_fn)(void *ud, qm_bus_t *bus, MDB_txn *txn, const qm
 typedef struct qm_bus_opts {
   const char *name;          /* this service's name: its routing id */
   const char *bind;          /* inbox endpoint; NULL for a bus that only sends */
+  const char *bind_also;     /* a second inbox endpoint, or NULL */
   void *zmq_ctx;
   uv_loop_t *loop;
   qm_store_t *store;

@@ -254,6 +254,10 @@ static int service_start(qm_service_t *svc, qm_error_t *err) {
   qm_bus_opts_t bo = {
     .name = name,
     .bind = rt->bind[idx],
+    /* In one process the services talk over inproc://; the configured
+     * endpoint stays open for senders outside the process (tools, another
+     * process's services). */
+    .bind_also = rt->o.inproc ? svc->scfg->bind : NULL,
     .zmq_ctx = rt->zctx,
     .loop = &svc->loop,
     .store = svc->store,

@@ -8,7 +8,8 @@
  *     Produces N messages (keys PREFIX000000001...), each production step
  *     committed with its outbox appends, so a killed sender resumes exactly
  *     where its last commit left it. Exits 0 once all N are produced and
- *     acknowledged (outbox empty). SIGHUP reloads --routes.
+ *     acknowledged (outbox empty). SIGHUP reloads --routes. With --garbage
+ *     it sends N undecodable payloads to `dst` instead (dead-letter tests).
  *   qm_peer recv --dir D --bind tcp://127.0.0.1:P [--name dst] [--http H:P]
  *     Applies each message by inserting its key into table `applied`; a key
  *     seen twice increments the durable `dups` counter instead. Runs until
@@ -39,6 +40,7 @@ typedef struct {
   int n_peers;
   unsigned long long count, first;
   unsigned rate, batch, body;
+  int garbage;
   uv_loop_t loop;
   qm_store_t *st;
   qm_bus_t *bus;
@@ -131,7 +133,13 @@ static void produce_cb(uv_timer_t *t) {
         msgpack_pack_str_with_body(&pk, p->payload, p->body);
         e.body_packed = sb.data;
         e.body_packed_len = sb.size;
-        rc = qm_bus_emit(p->bus, txn, &e, &err);
+        if (p->garbage) {
+          /* Bytes that are not an envelope, straight to `dst`. */
+          static const char junk[] = "\xc1 this is not an envelope";
+          rc = qm_bus_send_to(p->bus, txn, "dst", junk, sizeof junk - 1, &err);
+        } else {
+          rc = qm_bus_emit(p->bus, txn, &e, &err);
+        }
         msgpack_sbuffer_destroy(&sb);
         next++;
       }
@@ -216,7 +224,8 @@ int main(int argc, char **argv) {
     {"count", required_argument, 0, 'c'}, {"rate", required_argument, 0, 'r'},
     {"batch", required_argument, 0, 'B'}, {"prefix", required_argument, 0, 'P'},
     {"body", required_argument, 0, 'y'},  {"routes", required_argument, 0, 'R'},
-    {"first", required_argument, 0, 'f'}, {"help", no_argument, 0, 'h'},
+    {"first", required_argument, 0, 'f'}, {"garbage", no_argument, 0, 'g'},
+    {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
   if (argc < 2 || strcmp(argv[1], "--help") == 0) {
     fprintf(stderr, "usage: qm_peer send|recv|verify [options] (see the source header)\n");
@@ -240,6 +249,7 @@ int main(int argc, char **argv) {
     }
     case 'c': p.count = strtoull(optarg, NULL, 10); break;
     case 'f': p.first = strtoull(optarg, NULL, 10); break;
+    case 'g': p.garbage = 1; break;
     case 'r': p.rate = (unsigned)strtoul(optarg, NULL, 10); break;
     case 'B': p.batch = (unsigned)strtoul(optarg, NULL, 10); break;
     case 'P': p.prefix = optarg; break;

@@ -40,6 +40,7 @@ typedef struct {
   int timed_out;
   unsigned long want;
   uv_check_t check;
+  int refuse_poison;    /* 1: the handler refuses bench.poison */
 } fx_t;
 
 static const char *resolve(void *ud, const char *name) {
@@ -55,7 +56,7 @@ static int apply(void *ud, qm_bus_t *bus, MDB_txn *txn, const qm_envelope_t *msg
   (void)raw;
   (void)len;
   fx_t *f = ud;
-  if (qm_str_eq(msg->type, "bench.poison")) {
+  if (qm_str_eq(msg->type, "bench.poison") && f->refuse_poison) {
     /* Writes first, then refuses: the write must be discarded. */
     MDB_val k = {6, "poison"}, v = {1, "x"};
     mdb_put(txn, f->applied, &k, &v, 0);
@@ -147,6 +148,7 @@ static int setup(void **state) {
   uv_check_init(&f.loop, &f.check);
   f.check.data = &f;
   uv_check_start(&f.check, on_check);
+  f.refuse_poison = 1;
   *state = &f;
   return 0;
 }
@@ -240,6 +242,75 @@ static void test_dead_letters(void **state) {
   assert_int_equal(qm_bus_outbox_depth(f->sender, "dst"), 0);
 }
 
+static int first_dead(qm_bus_t *bus, qm_id_t *id) {
+  MDB_txn *txn;
+  MDB_cursor *cur;
+  MDB_val k, v;
+  qm_store_begin(qm_bus_store(bus), NULL, MDB_RDONLY, &txn);
+  mdb_cursor_open(txn, qm_bus_dead_dbi(bus), &cur);
+  int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+  if (rc == 0) memcpy(id->b, k.mv_data, 16);
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  return rc;
+}
+
+static void test_dead_replay(void **state) {
+  fx_t *f = *state;
+  open_stores(f, 64u << 20);
+  start_buses(f);
+  qm_error_t err;
+  qm_id_t id;
+  /* Refused by the handler: replay while it still refuses keeps the entry
+   * (same id, new reason); once the handler accepts, replay applies it and
+   * removes it from dead. */
+  emit_n(f, "bench.poison", "p", 0, 1);
+  emit_n(f, "bench.msg", "k", 0, 1);
+  assert_true(run_until(f, 1, 5000));
+  run_for(f, 50);
+  assert_int_equal(dead_count(f->receiver), 1);
+  assert_int_equal(first_dead(f->receiver, &id), 0);
+  assert_int_equal(qm_bus_dead_replay(f->receiver, &id, &err), QM_EREFUSED);
+  assert_int_equal(dead_count(f->receiver), 1);
+  f->refuse_poison = 0;
+  unsigned long before = f->n_applied;
+  assert_int_equal(qm_bus_dead_replay(f->receiver, &id, &err), 0);
+  assert_int_equal(f->n_applied, before + 1);
+  assert_int_equal(dead_count(f->receiver), 0);
+  assert_int_equal(qm_bus_dead_replay(f->receiver, &id, &err), QM_ENOTFOUND);
+  /* No route: replay under a table that now routes the type delivers it. */
+  emit_n(f, "bench.orphan", "o", 0, 1);
+  assert_int_equal(dead_count(f->sender), 1);
+  assert_int_equal(first_dead(f->sender, &id), 0);
+  assert_int_equal(qm_bus_dead_replay(f->sender, &id, &err), QM_ENOROUTE);
+  assert_int_equal(dead_count(f->sender), 1);
+  qm_routes_t *routes;
+  const char *table =
+    "extra_types = [\"bench.orphan\", \"bench.msg\"];\n"
+    "routes = ( { name = \"orphans\"; match = \"bench.orphan\"; to = [\"dst\"]; },\n"
+    "           { name = \"msgs\"; match = \"bench.msg\"; to = [\"dst\"]; } );\n";
+  assert_int_equal(qm_routes_load_string(table, "test", names, 3, &routes, &err), 0);
+  qm_bus_set_routes(f->sender, routes);
+  before = f->n_applied;
+  assert_int_equal(qm_bus_dead_replay(f->sender, &id, &err), 0);
+  assert_int_equal(dead_count(f->sender), 0);
+  assert_true(run_until(f, before + 1, 5000));
+  /* Undecodable bytes keep their id across replays. */
+  MDB_txn *txn;
+  assert_int_equal(qm_bus_begin(f->sender, &txn), 0);
+  assert_int_equal(qm_bus_send_to(f->sender, txn, "dst", "\xc1junk", 5, &err), 0);
+  assert_int_equal(qm_bus_commit(f->sender, txn), 0);
+  emit_n(f, "bench.msg", "k", 1, 1);
+  assert_true(run_until(f, f->n_applied + 1, 5000));
+  run_for(f, 50);
+  assert_int_equal(first_dead(f->receiver, &id), 0);
+  assert_int_equal(qm_bus_dead_replay(f->receiver, &id, &err), QM_EREFUSED);
+  qm_id_t again;
+  assert_int_equal(first_dead(f->receiver, &again), 0);
+  assert_memory_equal(id.b, again.b, 16);
+  assert_int_equal(dead_count(f->receiver), 1);
+}
+
 static void test_unreachable_peer_keeps_messages(void **state) {
   fx_t *f = *state;
   open_stores(f, 64u << 20);
@@ -303,6 +374,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_burst_then_idle, setup, teardown),
     cmocka_unit_test_setup_teardown(test_dead_letters, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_dead_replay, setup, teardown),
     cmocka_unit_test_setup_teardown(test_unreachable_peer_keeps_messages, setup, teardown),
     cmocka_unit_test_setup_teardown(test_map_full_is_an_error_not_a_crash, setup, teardown),
   };
