@@ -29,7 +29,9 @@ struct qm_service {
   uv_loop_t loop;
   uv_async_t async;
   uv_timer_t drain_timer;
-  atomic_int want_drain, want_reload;
+  uv_timer_t status_timer;
+  atomic_int want_drain, want_finish, want_reload;
+  atomic_uint_least64_t depth;  /* outbox depth, published for the drain */
   uv_thread_t thread;
   uv_sem_t started;
   int start_rc;
@@ -60,6 +62,9 @@ struct qm_runtime {
   uv_fs_event_t watch;
   uv_timer_t debounce;
   uv_async_t stop_async;
+  uv_timer_t drain_check;
+  uint64_t drain_deadline;
+  uint64_t drain_started;
   int stopping;
 };
 
@@ -212,21 +217,32 @@ static void finish_drain(uv_timer_t *t) {
   qm_http_destroy(&svc->http);
   qm_bus_destroy(&svc->bus);
   uv_close((uv_handle_t *)&svc->drain_timer, NULL);
+  uv_close((uv_handle_t *)&svc->status_timer, NULL);
   uv_close((uv_handle_t *)&svc->async, NULL);
+}
+
+static void publish_status(uv_timer_t *t) {
+  qm_service_t *svc = t->data;
+  qm_bus_stats_t st;
+  qm_bus_stats(svc->bus, &st);
+  atomic_store(&svc->depth, st.outbox_depth);
 }
 
 static void async_cb(uv_async_t *a) {
   qm_service_t *svc = a->data;
   if (atomic_exchange(&svc->want_reload, 0) && !svc->draining) reload_routes(svc);
   if (atomic_exchange(&svc->want_drain, 0) && !svc->draining) {
+    /* Draining: /readyz turns 503 so no new work is routed here, while the
+     * bus keeps exchanging so that what is in flight settles. */
     svc->draining = 1;
     qm_log(QM_LOG_INFO, "service.draining", NULL);
+  }
+  if (atomic_exchange(&svc->want_finish, 0) && svc->bus && !uv_is_active((uv_handle_t *)&svc->drain_timer)) {
     /* No new batch is taken; the one in hand finished before this callback
      * ran and its acknowledgements are queued. A short grace lets them and
      * the last outbox sends reach the wire (sockets also linger). */
+    svc->draining = 1;
     qm_bus_hold_intake(svc->bus, 1);
-    uv_timer_init(&svc->loop, &svc->drain_timer);
-    svc->drain_timer.data = svc;
     uv_timer_start(&svc->drain_timer, finish_drain, 100, 0);
   }
 }
@@ -271,6 +287,12 @@ static int service_start(qm_service_t *svc, qm_error_t *err) {
   };
   rc = qm_bus_new(&svc->bus, &bo, err);
   if (rc) return rc;
+  uv_timer_init(&svc->loop, &svc->drain_timer);
+  svc->drain_timer.data = svc;
+  uv_timer_init(&svc->loop, &svc->status_timer);
+  svc->status_timer.data = svc;
+  atomic_store(&svc->depth, UINT64_MAX);
+  uv_timer_start(&svc->status_timer, publish_status, 0, 20);
   if (svc->scfg->http[0]) {
     rc = qm_http_new(&svc->http, &svc->loop, svc->scfg->http, err);
     if (rc) return rc;
@@ -350,13 +372,38 @@ int qm_runtime_add(qm_runtime_t *rt, const qm_service_def_t *def, qm_error_t *er
   return 0;
 }
 
-static void request_all(qm_runtime_t *rt, int drain) {
+enum { REQ_RELOAD, REQ_DRAIN, REQ_FINISH };
+
+static void request_all(qm_runtime_t *rt, int what) {
   for (size_t i = 0; i < rt->n; i++) {
     qm_service_t *svc = rt->svcs[i];
     if (!svc->running) continue;
-    atomic_store(drain ? &svc->want_drain : &svc->want_reload, 1);
+    atomic_store(what == REQ_DRAIN    ? &svc->want_drain
+                 : what == REQ_FINISH ? &svc->want_finish
+                                      : &svc->want_reload,
+                 1);
     uv_async_send(&svc->async);
   }
+}
+
+/* The drain ends when every outbox of the process is empty (what was in
+ * flight between its services has settled) or at the deadline; either way
+ * nothing is lost, since outboxes are durable. */
+static void on_drain_check(uv_timer_t *t) {
+  qm_runtime_t *rt = t->data;
+  uint64_t pending = 0;
+  for (size_t i = 0; i < rt->n; i++)
+    if (rt->svcs[i]->running) pending += atomic_load(&rt->svcs[i]->depth);
+  uint64_t now = uv_now(&rt->loop);
+  if (pending && now < rt->drain_deadline) return;
+  char waited[24], left[24];
+  snprintf(waited, sizeof waited, "%llu", (unsigned long long)(now - rt->drain_started));
+  snprintf(left, sizeof left, "%llu", (unsigned long long)pending);
+  qm_log(pending ? QM_LOG_WARN : QM_LOG_INFO, "runtime.drained", "waited_ms", waited,
+         "outbox_left", left, NULL);
+  uv_timer_stop(t);
+  request_all(rt, REQ_FINISH);
+  uv_stop(&rt->loop);
 }
 
 static void begin_stop(qm_runtime_t *rt) {
@@ -366,18 +413,20 @@ static void begin_stop(qm_runtime_t *rt) {
   }
   rt->stopping = 1;
   qm_log(QM_LOG_INFO, "runtime.draining", NULL);
-  request_all(rt, 1);
+  request_all(rt, REQ_DRAIN);
   uv_signal_stop(&rt->sig_hup);
   if (rt->watch.loop) uv_fs_event_stop(&rt->watch);
   uv_timer_stop(&rt->debounce);
-  uv_stop(&rt->loop);
+  rt->drain_started = uv_now(&rt->loop);
+  rt->drain_deadline = rt->drain_started + rt->o.cfg->bus.drain_timeout_ms;
+  uv_timer_start(&rt->drain_check, on_drain_check, 0, 20);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
   qm_runtime_t *rt = h->data;
   if (signum == SIGHUP) {
     qm_log(QM_LOG_INFO, "route.reload_requested", "by", "SIGHUP", NULL);
-    request_all(rt, 0);
+    request_all(rt, REQ_RELOAD);
     return;
   }
   begin_stop(rt);
@@ -388,7 +437,7 @@ static void on_stop_async(uv_async_t *a) { begin_stop(a->data); }
 static void on_debounce(uv_timer_t *t) {
   qm_runtime_t *rt = t->data;
   qm_log(QM_LOG_INFO, "route.reload_requested", "by", "file change", NULL);
-  request_all(rt, 0);
+  request_all(rt, REQ_RELOAD);
 }
 
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status) {
@@ -434,6 +483,8 @@ int qm_runtime_run(qm_runtime_t *rt, qm_error_t *err) {
     rt->stop_async.data = rt;
     uv_timer_init(&rt->loop, &rt->debounce);
     rt->debounce.data = rt;
+    uv_timer_init(&rt->loop, &rt->drain_check);
+    rt->drain_check.data = rt;
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", rt->o.cfg->routes_file);
     uv_fs_event_init(&rt->loop, &rt->watch);
@@ -446,7 +497,7 @@ int qm_runtime_run(qm_runtime_t *rt, qm_error_t *err) {
     qm_log(QM_LOG_INFO, "runtime.ready", "services", n, NULL);
     uv_run(&rt->loop, UV_RUN_DEFAULT);
   } else {
-    request_all(rt, 1);
+    request_all(rt, REQ_FINISH);
   }
   for (size_t i = 0; i < rt->n; i++) uv_thread_join(&rt->svcs[i]->thread);
   /* Second signals during the join end the process at once (begin_stop). */
