@@ -15,6 +15,7 @@
  * starts. config.c cannot know those keys without depending on every service.
  */
 #include "config.h"
+#include "cfgutil.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -100,35 +101,17 @@ __attribute__((format(printf, 4, 5))) static int fail(ctx_t *c, const config_set
                       path, what);
 }
 
-static const char *type_name(const config_setting_t *s) {
-  switch (config_setting_type(s)) {
-  case CONFIG_TYPE_GROUP: return "a group";
-  case CONFIG_TYPE_INT:
-  case CONFIG_TYPE_INT64: return "an integer";
-  case CONFIG_TYPE_FLOAT: return "a float";
-  case CONFIG_TYPE_STRING: return "a string";
-  case CONFIG_TYPE_BOOL: return "a boolean";
-  case CONFIG_TYPE_ARRAY: return "an array";
-  case CONFIG_TYPE_LIST: return "a list";
-  }
-  return "nothing";
-}
-
-static void join(char *out, size_t outlen, const char *const *names) {
-  size_t used = 0;
-  out[0] = '\0';
-  for (size_t i = 0; names[i]; i++) {
-    int n = snprintf(out + used, outlen - used, "%s%s", i ? ", " : "", names[i]);
-    if (n < 0 || (size_t)n >= outlen - used) break;
-    used += (size_t)n;
-  }
-}
-
+/* Paths are for messages only: a cut one still names the setting. */
 static void child_path(char *out, size_t outlen, const char *prefix, const char *name) {
-  if (prefix && *prefix)
-    snprintf(out, outlen, "%s.%s", prefix, name);
-  else
-    snprintf(out, outlen, "%s", name);
+  size_t used = 0;
+  const char *parts[3] = {prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "", name};
+  for (int i = 0; i < 3; i++) {
+    size_t n = strlen(parts[i]);
+    if (n > outlen - 1 - used) n = outlen - 1 - used;
+    memcpy(out + used, parts[i], n);
+    used += n;
+  }
+  out[used] = '\0';
 }
 
 static int in_list(const char *s, const char *const *names) {
@@ -146,7 +129,7 @@ static int check_keys(ctx_t *c, const config_setting_t *group, const char *prefi
     if (in_list(config_setting_name(m), valid) >= 0) continue;
     char path[256], list[512];
     child_path(path, sizeof path, prefix, config_setting_name(m));
-    join(list, sizeof list, valid);
+    qm__join_names(list, sizeof list, valid, SIZE_MAX);
     return fail(c, m, path, "unknown setting (valid: %s)", list);
   }
   return 0;
@@ -160,7 +143,7 @@ static int get_group(ctx_t *c, const config_setting_t *parent, const char *key,
   *out = NULL;
   if (!s) return 0;
   if (!config_setting_is_group(s))
-    return fail(c, s, key, "must be a group { ... } (got %s)", type_name(s));
+    return fail(c, s, key, "must be a group { ... } (got %s)", qm__cfg_type_name(s));
   *out = s;
   return 0;
 }
@@ -172,7 +155,7 @@ static int get_string(ctx_t *c, const config_setting_t *parent, const char *pref
   char path[256];
   child_path(path, sizeof path, prefix, key);
   if (config_setting_type(s) != CONFIG_TYPE_STRING)
-    return fail(c, s, path, "must be a string (got %s)", type_name(s));
+    return fail(c, s, path, "must be a string (got %s)", qm__cfg_type_name(s));
   *out = config_setting_get_string(s);
   return 0;
 }
@@ -184,7 +167,7 @@ static int get_bool(ctx_t *c, const config_setting_t *parent, const char *prefix
   char path[256];
   child_path(path, sizeof path, prefix, key);
   if (config_setting_type(s) != CONFIG_TYPE_BOOL)
-    return fail(c, s, path, "must be true or false (got %s)", type_name(s));
+    return fail(c, s, path, "must be true or false (got %s)", qm__cfg_type_name(s));
   *out = config_setting_get_bool(s);
   return 0;
 }
@@ -284,7 +267,7 @@ static int get_int(ctx_t *c, const config_setting_t *parent, const char *prefix,
   } else if (config_setting_type(s) == CONFIG_TYPE_INT64) {
     v = config_setting_get_int64(s);
   } else {
-    return fail(c, s, path, "must be an integer (got %s)", type_name(s));
+    return fail(c, s, path, "must be an integer (got %s)", qm__cfg_type_name(s));
   }
   if (v < lo || v > hi) return fail(c, s, path, "must be between %lld and %lld", lo, hi);
   *out = v;
@@ -443,7 +426,7 @@ static int load_log(ctx_t *c, qm_config_t *cfg, const config_setting_t *root) {
   if (v) {
     int lvl = qm_log_level_parse(v);
     if (lvl < 0) {
-      join(list, sizeof list, level_names);
+      qm__join_names(list, sizeof list, level_names, SIZE_MAX);
       return fail(c, config_setting_get_member(g, "level"), "log.level",
                   "unknown level \"%s\" (valid: %s)", v, list);
     }
@@ -454,7 +437,7 @@ static int load_log(ctx_t *c, qm_config_t *cfg, const config_setting_t *root) {
   if (v) {
     int f = in_list(v, format_names);
     if (f < 0) {
-      join(list, sizeof list, format_names);
+      qm__join_names(list, sizeof list, format_names, SIZE_MAX);
       return fail(c, config_setting_get_member(g, "format"), "log.format",
                   "unknown format \"%s\" (valid: %s)", v, list);
     }
@@ -559,7 +542,7 @@ static int load_service(ctx_t *c, qm_config_t *cfg, config_setting_t *sg) {
                 "letters, digits or _, at most %d characters)",
                 name, QM_NAME_MAX);
   if (!config_setting_is_group(sg))
-    return fail(c, sg, prefix, "must be a group { bind = ...; } (got %s)", type_name(sg));
+    return fail(c, sg, prefix, "must be a group { bind = ...; } (got %s)", qm__cfg_type_name(sg));
   if (cfg->n_services >= QM_SERVICES_MAX)
     return fail(c, sg, prefix, "too many services (at most %d)", QM_SERVICES_MAX);
 
@@ -572,7 +555,7 @@ static int load_service(ctx_t *c, qm_config_t *cfg, config_setting_t *sg) {
   if ((rc = load_endpoint(c, sg, prefix, "bind", 1, svc->bind, sizeof svc->bind))) return rc;
   if (!svc->bind[0]) {
     char list[256];
-    join(list, sizeof list, qm_standard_services);
+    qm__join_names(list, sizeof list, qm_standard_services, SIZE_MAX);
     char path[300];
     snprintf(path, sizeof path, "%s.bind", prefix);
     return fail(c, sg, path, "required for a service that is not one of the standard seven (%s)",

@@ -16,6 +16,7 @@
  * against it; a reload builds a new table and the caller swaps pointers.
  */
 #include "routes.h"
+#include "cfgutil.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -128,29 +129,7 @@ __attribute__((format(printf, 4, 5))) static int fail(ctx_t *c, const config_set
 
 static int nomem(ctx_t *c) { return qm_error_set(c->err, QM_ENOMEM, "%s: out of memory", c->file); }
 
-static const char *type_name(const config_setting_t *s) {
-  switch (config_setting_type(s)) {
-  case CONFIG_TYPE_GROUP: return "a group";
-  case CONFIG_TYPE_INT:
-  case CONFIG_TYPE_INT64: return "an integer";
-  case CONFIG_TYPE_FLOAT: return "a float";
-  case CONFIG_TYPE_STRING: return "a string";
-  case CONFIG_TYPE_BOOL: return "a boolean";
-  case CONFIG_TYPE_ARRAY: return "an array";
-  case CONFIG_TYPE_LIST: return "a list";
-  }
-  return "nothing";
-}
 
-static void join(char *out, size_t outlen, const char *const *names, size_t n) {
-  size_t used = 0;
-  out[0] = '\0';
-  for (size_t i = 0; i < n && names[i]; i++) {
-    int w = snprintf(out + used, outlen - used, "%s%s", i ? ", " : "", names[i]);
-    if (w < 0 || (size_t)w >= outlen - used) break;
-    used += (size_t)w;
-  }
-}
 
 static int in_list(const char *s, const char *const *names) {
   for (size_t i = 0; names[i]; i++)
@@ -247,14 +226,14 @@ static int load_types(ctx_t *c, qm_routes_t *r, const config_setting_t *root) {
   const config_setting_t *x = config_setting_get_member(root, "extra_types");
   if (!x) return 0;
   if (!config_setting_is_array(x) && !config_setting_is_list(x))
-    return fail(c, x, "extra_types", "must be a list of message types (got %s)", type_name(x));
+    return fail(c, x, "extra_types", "must be a list of message types (got %s)", qm__cfg_type_name(x));
   int n = config_setting_length(x);
   for (int i = 0; i < n; i++) {
     const config_setting_t *e = config_setting_get_elem(x, (unsigned)i);
     char path[64];
     snprintf(path, sizeof path, "extra_types[%d]", i);
     if (config_setting_type(e) != CONFIG_TYPE_STRING)
-      return fail(c, e, path, "must be a string (got %s)", type_name(e));
+      return fail(c, e, path, "must be a string (got %s)", qm__cfg_type_name(e));
     const char *t = config_setting_get_string(e);
     if (!type_name_ok(t))
       return fail(c, e, path,
@@ -274,7 +253,7 @@ static int get_required_string(ctx_t *c, const config_setting_t *g, const char *
   snprintf(path, sizeof path, "%s.%s", rpath, key);
   if (!s) return fail(c, g, path, "missing (%s)", missing);
   if (config_setting_type(s) != CONFIG_TYPE_STRING)
-    return fail(c, s, path, "must be a string (got %s)", type_name(s));
+    return fail(c, s, path, "must be a string (got %s)", qm__cfg_type_name(s));
   *out = config_setting_get_string(s);
   if (!**out) return fail(c, s, path, "must not be empty");
   return 0;
@@ -285,7 +264,7 @@ static int load_when(ctx_t *c, route_t *rt, const config_setting_t *w, const cha
   snprintf(path, sizeof path, "%s.when", rpath);
   if (!config_setting_is_group(w))
     return fail(c, w, path, "must be a group { field = [\"value\", ...]; } (got %s)",
-                type_name(w));
+                qm__cfg_type_name(w));
   int n = config_setting_length(w);
   if (n == 0) return fail(c, w, path, "must name at least one header field");
   if (!(rt->when = calloc((size_t)n, sizeof *rt->when))) return nomem(c);
@@ -302,7 +281,7 @@ static int load_when(ctx_t *c, route_t *rt, const config_setting_t *w, const cha
     else if (config_setting_is_array(f) || config_setting_is_list(f))
       nv = config_setting_length(f);
     else
-      return fail(c, f, fpath, "must be a string or a list of strings (got %s)", type_name(f));
+      return fail(c, f, fpath, "must be a string or a list of strings (got %s)", qm__cfg_type_name(f));
     if (nv == 0) return fail(c, f, fpath, "must list at least one value");
     wf->values = calloc((size_t)nv, sizeof *wf->values);
     wf->value_lens = calloc((size_t)nv, sizeof *wf->value_lens);
@@ -314,7 +293,7 @@ static int load_when(ctx_t *c, route_t *rt, const config_setting_t *w, const cha
         if (config_setting_type(e) != CONFIG_TYPE_STRING) {
           char epath[300];
           snprintf(epath, sizeof epath, "%s[%d]", fpath, v);
-          return fail(c, e, epath, "must be a string (got %s)", type_name(e));
+          return fail(c, e, epath, "must be a string (got %s)", qm__cfg_type_name(e));
         }
       }
       if (!(wf->values[v] = strdup(config_setting_get_string(e)))) return nomem(c);
@@ -346,7 +325,7 @@ static int load_to(ctx_t *c, qm_routes_t *r, route_t *rt, const config_setting_t
   const config_setting_t *to = config_setting_get_member(g, "to");
   if (!to) return fail(c, g, path, "missing (a list of services)");
   if (!config_setting_is_array(to) && !config_setting_is_list(to))
-    return fail(c, to, path, "must be a list of services (got %s)", type_name(to));
+    return fail(c, to, path, "must be a list of services (got %s)", qm__cfg_type_name(to));
   int n = config_setting_length(to);
   if (n == 0) return fail(c, to, path, "must list at least one service");
   if (n > QM_ROUTE_DEST_MAX)
@@ -356,14 +335,14 @@ static int load_to(ctx_t *c, qm_routes_t *r, route_t *rt, const config_setting_t
     char epath[200];
     snprintf(epath, sizeof epath, "%s[%d]", path, i);
     if (config_setting_type(e) != CONFIG_TYPE_STRING)
-      return fail(c, e, epath, "must be a string (got %s)", type_name(e));
+      return fail(c, e, epath, "must be a string (got %s)", qm__cfg_type_name(e));
     const char *svc = config_setting_get_string(e);
     size_t k;
     for (k = 0; k < c->n_services; k++)
       if (c->services[k] && strcmp(c->services[k], svc) == 0) break;
     if (k == c->n_services) {
       char list[768];
-      join(list, sizeof list, c->services, c->n_services);
+      qm__join_names(list, sizeof list, c->services, c->n_services);
       return fail(c, e, epath, "unknown service \"%s\" (valid: %s)", svc, list);
     }
     uint8_t idx = 0;
@@ -381,14 +360,14 @@ static int load_route(ctx_t *c, qm_routes_t *r, const config_setting_t *g, size_
   snprintf(rpath, sizeof rpath, "routes.[%zu]", index);
   if (!config_setting_is_group(g))
     return fail(c, g, rpath, "must be a group { name = ...; match = ...; to = [...]; } (got %s)",
-                type_name(g));
+                qm__cfg_type_name(g));
   int n = config_setting_length(g);
   for (int i = 0; i < n; i++) {
     const config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
     if (in_list(config_setting_name(m), route_keys)) continue;
     char path[200], list[128];
     snprintf(path, sizeof path, "%s.%s", rpath, config_setting_name(m));
-    join(list, sizeof list, route_keys, SIZE_MAX);
+    qm__join_names(list, sizeof list, route_keys, SIZE_MAX);
     return fail(c, m, path, "unknown setting (valid: %s)", list);
   }
 
@@ -419,7 +398,7 @@ static int load_route(ctx_t *c, qm_routes_t *r, const config_setting_t *g, size_
   for (size_t i = 0; i < r->n_types; i++) hits += route_takes_type(rt, r->types[i]);
   if (hits == 0) {
     char list[700];
-    join(list, sizeof list, (const char *const *)r->types, r->n_types);
+    qm__join_names(list, sizeof list, (const char *const *)r->types, r->n_types);
     snprintf(path, sizeof path, "%s.match", rpath);
     return fail(c, config_setting_get_member(g, "match"), path,
                 "\"%s\" matches no known message type (known: %s)", match, list);
@@ -433,7 +412,7 @@ static int load_route(ctx_t *c, qm_routes_t *r, const config_setting_t *g, size_
   if (d) {
     snprintf(path, sizeof path, "%s.default", rpath);
     if (config_setting_type(d) != CONFIG_TYPE_BOOL)
-      return fail(c, d, path, "must be true or false (got %s)", type_name(d));
+      return fail(c, d, path, "must be true or false (got %s)", qm__cfg_type_name(d));
     rt->is_default = config_setting_get_bool(d);
   }
   return 0;
@@ -519,7 +498,7 @@ static int load_config(config_t *cf, const char *name, const char *dir,
     const config_setting_t *m = config_setting_get_elem(root, (unsigned)i);
     if (in_list(config_setting_name(m), root_keys)) continue;
     char list[64];
-    join(list, sizeof list, root_keys, SIZE_MAX);
+    qm__join_names(list, sizeof list, root_keys, SIZE_MAX);
     rc = fail(&c, m, config_setting_name(m), "unknown setting (valid: %s)", list);
     goto fail;
   }
@@ -532,7 +511,7 @@ static int load_config(config_t *cf, const char *name, const char *dir,
   }
   if (!config_setting_is_list(routes)) {
     rc = fail(&c, routes, "routes", "must be a list ( { ... }, ... ) (got %s)",
-              type_name(routes));
+              qm__cfg_type_name(routes));
     goto fail;
   }
   size_t nr = (size_t)config_setting_length(routes);

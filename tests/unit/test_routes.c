@@ -72,7 +72,7 @@ static qm_str_t S(const char *s) { return (qm_str_t){s, strlen(s)}; }
 /* Matches and renders the destinations as "a,b,c" ("" for no route). */
 static const char *match(const qm_routes_t *r, const char *type, const char *const *kv) {
   static char out[512];
-  qm_hdr_t hdr[QM_HDR_MAX];
+  qm_hdr_t hdr[QM_HDR_MAX] = {0};
   size_t nh = 0;
   for (; kv && kv[2 * nh]; nh++) hdr[nh] = (qm_hdr_t){S(kv[2 * nh]), S(kv[2 * nh + 1])};
   const char *d[QM_ROUTE_DEST_MAX];
