@@ -311,6 +311,51 @@ static void test_dead_replay(void **state) {
   assert_int_equal(dead_count(f->receiver), 1);
 }
 
+static int bp_events[2];
+
+static void on_bp(void *ud, int paused) {
+  (void)ud;
+  bp_events[paused ? 1 : 0]++;
+}
+
+static void test_backpressure(void **state) {
+  fx_t *f = *state;
+  open_stores(f, 64u << 20);
+  qm_error_t err;
+  qm_routes_t *routes;
+  assert_int_equal(qm_routes_load_string(routes_text, "test", names, 3, &routes, &err), 0);
+  qm_bus_cfg_t c = bus_cfg();
+  c.outbox_high_water = 100;
+  c.outbox_low_water = 50;
+  memset(bp_events, 0, sizeof bp_events);
+  qm_bus_opts_t so = {.name = "src", .zmq_ctx = f->zctx, .loop = &f->loop, .store = f->sst,
+                      .cfg = c, .resolve = resolve, .routes = routes, .on_backpressure = on_bp};
+  assert_int_equal(qm_bus_new(&f->sender, &so, &err), 0);
+  /* No receiver yet: the outbox fills past its mark and intake pauses;
+   * nothing is dropped. */
+  emit_n(f, "bench.msg", "k", 0, 150);
+  qm_bus_stats_t st;
+  qm_bus_stats(f->sender, &st);
+  assert_int_equal(st.outbox_depth, 150);
+  assert_int_equal(st.intake_paused, 1);
+  assert_int_equal(bp_events[1], 1);
+  run_for(f, 100);
+  qm_bus_stats(f->sender, &st);
+  assert_int_equal(st.intake_paused, 1);
+  /* The receiver comes up: the outbox drains and intake resumes below the
+   * low mark. */
+  qm_bus_opts_t ro = {.name = "dst", .bind = "inproc://test-dst", .zmq_ctx = f->zctx,
+                      .loop = &f->loop, .store = f->rst, .cfg = bus_cfg(), .resolve = resolve,
+                      .handler = apply, .handler_ud = f};
+  assert_int_equal(qm_bus_new(&f->receiver, &ro, &err), 0);
+  assert_true(run_until(f, 150, 10000));
+  run_for(f, 100);
+  qm_bus_stats(f->sender, &st);
+  assert_int_equal(st.outbox_depth, 0);
+  assert_int_equal(st.intake_paused, 0);
+  assert_int_equal(bp_events[0], 1);
+}
+
 static void test_unreachable_peer_keeps_messages(void **state) {
   fx_t *f = *state;
   open_stores(f, 64u << 20);
@@ -375,6 +420,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_burst_then_idle, setup, teardown),
     cmocka_unit_test_setup_teardown(test_dead_letters, setup, teardown),
     cmocka_unit_test_setup_teardown(test_dead_replay, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
     cmocka_unit_test_setup_teardown(test_unreachable_peer_keeps_messages, setup, teardown),
     cmocka_unit_test_setup_teardown(test_map_full_is_an_error_not_a_crash, setup, teardown),
   };
