@@ -18,7 +18,9 @@
  * The last line is
  *   RESULT durable_msgs_per_s=N raw_lmdb_batch_puts_per_s=N raw_zmq_msgs_per_s=N
  *          ratio_vs_lmdb=R p99_ack_ms=N
- * (one line). Options: --count N (durable messages, default 300000),
+ * (one line). Raw LMDB and durable delivery are measured in alternating
+ * rounds (--rounds K, default 3) and compared by their medians.
+ * Options: --count N (durable messages per round, default 300000),
  * --rate R and --seconds S for the steady phase, --dir DIR for the stores
  * (default ./bus-bench-data, on the disk under test; removed afterwards).
  */
@@ -70,6 +72,15 @@ static double g_commit_p50, g_commit_p99;
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
+}
+
+#define ROUNDS_MAX 9
+
+static double median(double *v, unsigned n) {
+  double tmp[ROUNDS_MAX];
+  memcpy(tmp, v, n * sizeof *v);
+  qsort(tmp, n, sizeof *tmp, cmp_double);
+  return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
 }
 
 static double raw_lmdb(unsigned long n) {
@@ -390,11 +401,12 @@ static void run_sender(const char *ep, const char *dir, unsigned long total, uns
 
 int main(int argc, char **argv) {
   unsigned long count = 300000;
-  unsigned rate = 10000, seconds = 5;
+  unsigned rate = 10000, seconds = 5, rounds = 3;
   static const struct option opts[] = {{"count", required_argument, 0, 'n'},
                                        {"rate", required_argument, 0, 'r'},
                                        {"seconds", required_argument, 0, 's'},
                                        {"dir", required_argument, 0, 'd'},
+                                       {"rounds", required_argument, 0, 'R'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
@@ -404,8 +416,13 @@ int main(int argc, char **argv) {
     case 'r': rate = (unsigned)strtoul(optarg, NULL, 10); break;
     case 's': seconds = (unsigned)strtoul(optarg, NULL, 10); break;
     case 'd': g_dir = optarg; break;
+    case 'R':
+      rounds = (unsigned)strtoul(optarg, NULL, 10);
+      if (rounds < 1 || rounds > ROUNDS_MAX) rounds = 3;
+      break;
     default:
-      fprintf(stderr, "usage: bus_bench [--count N] [--rate R] [--seconds S] [--dir DIR]\n");
+      fprintf(stderr, "usage: bus_bench [--count N] [--rounds K] [--rate R] [--seconds S] "
+                      "[--dir DIR]\n");
       return c == 'h' ? 0 : 2;
     }
   }
@@ -414,10 +431,6 @@ int main(int argc, char **argv) {
   printf("bus_bench: 200-byte bodies, fsync on every commit, data in %s\n", g_dir);
   fflush(stdout);
 
-  double lmdb = raw_lmdb(200000);
-  printf("raw LMDB   %10.0f puts/s (1,000 per transaction); one small commit p50 %.2f ms, "
-         "p99 %.2f ms\n", lmdb, g_commit_p50, g_commit_p99);
-  fflush(stdout);
   double zmqr = raw_zmq(1000000);
   printf("raw ZeroMQ %10.0f msgs/s (PUSH/PULL, tcp loopback, no durability)\n", zmqr);
   fflush(stdout);
@@ -428,11 +441,22 @@ int main(int argc, char **argv) {
   snprintf(rdir, sizeof rdir, "%s/dst", g_dir);
   snprintf(sdir, sizeof sdir, "%s/src", g_dir);
   pid_t rpid = start_receiver(ep, rdir);
-  double durable = 0, p99 = 0, p50 = 0, ignored = 0;
-  run_sender(ep, sdir, count, 0, &durable, &ignored, &ignored);
-  printf("durable    %10.0f msgs/s (%lu messages, append, send, apply, commit, ack)\n", durable,
-         count);
-  fflush(stdout);
+  /* The disk's speed drifts from second to second, so raw LMDB and the
+   * durable bus are measured in alternating rounds and compared by their
+   * medians rather than one figure each taken at different moments. */
+  double lmdb_r[ROUNDS_MAX], durable_r[ROUNDS_MAX], p99 = 0, p50 = 0, ignored = 0;
+  for (unsigned r = 0; r < rounds; r++) {
+    lmdb_r[r] = raw_lmdb(200000);
+    printf("round %u: raw LMDB %10.0f puts/s (1,000 per transaction; one small commit p50 %.2f ms, "
+           "p99 %.2f ms)\n", r + 1, lmdb_r[r], g_commit_p50, g_commit_p99);
+    fflush(stdout);
+    run_sender(ep, sdir, count, 0, &durable_r[r], &ignored, &ignored);
+    printf("round %u: durable  %10.0f msgs/s (%lu messages: append, send, apply, commit, ack)\n",
+           r + 1, durable_r[r], count);
+    fflush(stdout);
+  }
+  double lmdb = median(lmdb_r, rounds), durable = median(durable_r, rounds);
+  printf("median: raw LMDB %.0f puts/s, durable %.0f msgs/s\n", lmdb, durable);
   double steady = 0;
   run_sender(ep, sdir, (unsigned long)rate * seconds, rate, &steady, &p99, &p50);
   printf("steady     %u msgs/s for %u s: enqueue-to-ack p50 %.2f ms, p99 %.2f ms\n", rate, seconds,

@@ -1196,7 +1196,7 @@ int qm_bus_new(qm_bus_t **out, const qm_bus_opts_t *o, qm_error_t *err) {
   snprintf(bus->name, sizeof bus->name, "%s", o->name);
   bus->store = o->store;
   bus->epoch = qm_store_epoch(o->store);
-  if (!bus->o.cfg.batch_max) bus->o.cfg.batch_max = 1024;
+  if (!bus->o.cfg.batch_max) bus->o.cfg.batch_max = 4096;
   if (!bus->o.cfg.window) bus->o.cfg.window = 10000;
   if (!bus->o.cfg.retransmit_ms) bus->o.cfg.retransmit_ms = 1000;
   if (!bus->o.cfg.backoff_max_ms) bus->o.cfg.backoff_max_ms = 30000;

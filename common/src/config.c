@@ -380,7 +380,7 @@ void qm_config_defaults(qm_config_t *cfg) {
   cfg->log_level = QM_LOG_INFO;
   cfg->log_json = 0;
   cfg->bus = (qm_bus_cfg_t){
-    .batch_max = 1024,
+    .batch_max = 4096,
     .window = 10000,
     .retransmit_ms = 1000,
     .backoff_max_ms = 30000,

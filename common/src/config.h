@@ -35,7 +35,7 @@ typedef struct qm_service_cfg {
 } qm_service_cfg_t;
 
 typedef struct qm_bus_cfg {
-  uint32_t batch_max;          /* messages drained and committed per turn (1024) */
+  uint32_t batch_max;          /* messages drained and committed per turn (4096) */
   uint32_t window;             /* unacknowledged messages in flight per destination (10000) */
   uint32_t retransmit_ms;      /* no progress for this long: go back (1000) */
   uint32_t backoff_max_ms;     /* cap of the jittered retransmit backoff (30000) */

@@ -86,6 +86,10 @@ check(r.returncode == 0, "routes check passes on the shipped table")
 log_path = os.path.join(work, "mesh.log")
 logf = open(log_path, "wb")
 proc = subprocess.Popen([QMESH, "run", "--config", cfg, "--target", "all"], stdout=logf, stderr=logf, cwd=work)
+import atexit
+# Whatever happens below (an exception, a timeout), the mesh does not
+# outlive the test.
+atexit.register(lambda: proc.poll() is None and proc.kill())
 deadline = time.time() + 30
 ready = set()
 while time.time() < deadline and len(ready) < len(SERVICES):

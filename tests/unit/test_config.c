@@ -59,7 +59,7 @@ static const char *write_file(const char *name, const char *text) {
 static void assert_defaults_except_paths(const qm_config_t *cfg) {
   assert_int_equal(cfg->log_level, QM_LOG_INFO);
   assert_int_equal(cfg->log_json, 0);
-  assert_int_equal(cfg->bus.batch_max, 1024);
+  assert_int_equal(cfg->bus.batch_max, 4096);
   assert_int_equal(cfg->bus.window, 10000);
   assert_int_equal(cfg->bus.retransmit_ms, 1000);
   assert_int_equal(cfg->bus.backoff_max_ms, 30000);
