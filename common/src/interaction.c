@@ -18,11 +18,6 @@
 
 #include "envelope.h"
 
-/* Field paths ("email.messages[3].attachments[0]") are built in fixed
- * buffers for error messages only; a cut path still names the field, so
- * GCC's truncation warnings do not apply here. */
-#pragma GCC diagnostic ignored "-Wformat-truncation"
-
 #define DOC_MAX_DEFAULT (4u << 20)
 #define TEXT_MAX (64u << 10)
 #define TURNS_MAX 20000
