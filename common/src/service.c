@@ -45,6 +45,7 @@ struct qm_service {
   int draining;
   int running;
   size_t idx;          /* position in the config's services */
+  int init_called;      /* fini runs after a failed init too */
   void *data;
 };
 
@@ -303,6 +304,7 @@ static int service_start(qm_service_t *svc, qm_error_t *err) {
     qm_http_route(svc->http, "POST", "/v1/dead/replay", h_dead, svc);
   }
   if (svc->def->init) {
+    svc->init_called = 1;
     rc = svc->def->init(svc, err);
     if (rc) return rc;
   }
@@ -324,6 +326,7 @@ static void service_thread(void *arg) {
   if (svc->start_rc == 0) uv_run(&svc->loop, UV_RUN_DEFAULT);
   /* Whatever is still open (after a failed start) is closed here. */
   if (svc->start_rc != 0) {
+    if (svc->init_called && svc->def->fini) svc->def->fini(svc);
     qm_http_destroy(&svc->http);
     qm_bus_destroy(&svc->bus);
     uv_close((uv_handle_t *)&svc->async, NULL);

@@ -7,11 +7,11 @@
  */
 #include "targets.h"
 
+#include "ingest/ingest.h"
+
 #include <stdio.h>
 #include <string.h>
 
-static const qm_service_def_t ingest = {
-  .name = "ingest", .summary = "takes interactions from channel plugins, stores them once"};
 static const qm_service_def_t transcribe = {
   .name = "transcribe", .summary = "speech to text, speakers, call metrics, redaction"};
 static const qm_service_def_t autoscore = {
@@ -25,7 +25,7 @@ static const qm_service_def_t recognition = {
 static const qm_service_def_t reporting = {
   .name = "reporting", .summary = "read models, the HTTP API and the web console"};
 
-const qm_service_def_t *const qm_targets[] = {&ingest, &transcribe, &autoscore, &policy,
+const qm_service_def_t *const qm_targets[] = {&qm_service_ingest, &transcribe, &autoscore, &policy,
                                               &coaching, &recognition, &reporting, NULL};
 
 const qm_target_group_t qm_target_groups[] = {
