@@ -13,5 +13,6 @@ int qm_cmd_routes(int argc, char **argv);  /* qmesh routes check FILE | show --c
 int qm_cmd_dead(int argc, char **argv);    /* qmesh dead list|show|replay */
 int qm_cmd_probe(int argc, char **argv);   /* qmesh probe URL */
 int qm_cmd_plugin(int argc, char **argv);  /* qmesh plugin check PATH */
+int qm_cmd_channel(int argc, char **argv); /* qmesh channel parse --plugin P FILE... */
 
 #endif

@@ -25,6 +25,7 @@ static const struct {
   {"dead", qm_cmd_dead, "list, show or replay dead letters"},
   {"probe", qm_cmd_probe, "GET a URL; exit 0 on a 2xx answer (health checks)"},
   {"plugin", qm_cmd_plugin, "check a plugin against the ABI and its conformance suite"},
+  {"channel", qm_cmd_channel, "parse files with a channel plugin, print the normalized interactions"},
   {"version", cmd_version, "print the version"},
 };
 

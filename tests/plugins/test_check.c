@@ -84,7 +84,18 @@ static void test_good_channel_with_settings(void **state) {
   assert_line(out, "lifecycle: ok (3 submissions)");
   assert_line(out, "pause_resume: ok (3 submissions)");
   assert_line(out, "parse_missing_file: ok (refused with QMESH_ERR)");
-  assert_line(out, "5 passed, 0 failed");
+  /* The hostile inputs: this plugin submits each line as it is, so ingest's
+   * normalization refuses what it submits and parse_file hands the refusal
+   * back: a refusal of the whole file, which is the right answer. */
+  assert_line(out, "parse_empty: ok (0 submissions)");
+  assert_line(out, "parse_truncated_json: ok (refused with QMESH_INVALID after 1 invalid submission)");
+  assert_line(out, "parse_truncated_mime: ok (refused with QMESH_INVALID after 1 invalid submission)");
+  assert_line(out, "parse_long_line: ok (refused with QMESH_INVALID after 1 invalid submission)");
+  assert_line(out, "parse_binary: ok (refused with QMESH_INVALID after 1 invalid submission)");
+  assert_line(out, "parse_bad_utf8: ok (refused with QMESH_INVALID after 1 invalid submission)");
+  assert_line(out, "parse_deep_json: ok (refused with QMESH_INVALID after 1 invalid submission)");
+  assert_line(out, "parse_bad_mime: ok (refused with QMESH_INVALID after 1 invalid submission)");
+  assert_line(out, "13 passed, 0 failed");
   unlink(cfg);
 }
 
@@ -108,6 +119,85 @@ static void test_crash_is_reported_with_signal(void **state) {
   assert_line(out, "open_close: FAIL: crashed with SIGSEGV (Segmentation fault)");
   assert_line(out, "lifecycle: FAIL: crashed with SIGSEGV (Segmentation fault)");
   assert_line(out, "1 passed, 2 failed");
+}
+
+/* Whether some line of `out` starts with `prefix`. */
+static int has_line_prefix(const char *out, const char *prefix) {
+  for (const char *p = out; (p = strstr(p, prefix)) != NULL; p++)
+    if (p == out || p[-1] == '\n') return 1;
+  return 0;
+}
+
+#define assert_line_prefix(out, prefix)                                                          \
+  do {                                                                                           \
+    if (!has_line_prefix(out, prefix)) fail_msg("no line starting \"%s\" in:\n%s", prefix, out); \
+  } while (0)
+
+/* Whether this test, and so the qmesh it runs (same build flags), carries
+ * AddressSanitizer and its leak checker. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED 0
+#endif
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  assert_int_equal(fputs(text, f) >= 0, 1);
+  assert_int_equal(fclose(f), 0);
+}
+
+/* fixture_fragile_channel gets each hostile input wrong in its own way;
+ * each mistake is one failed case with its reason, and the run goes on. */
+static void test_channel_hostile_inputs(void **state) {
+  (void)state;
+  char dir[] = "/tmp/qmesh_test_samples_XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char good[PATH_MAX], bad[PATH_MAX];
+  snprintf(good, sizeof good, "%s/good.json", dir);
+  snprintf(bad, sizeof bad, "%s/bad.json", dir);
+  write_file(good, "{\"channel\": \"chat\", \"external_id\": \"conv-1\", \"agent\": {\"id\": \"a-1\"},\n"
+                   " \"started_at\": \"2026-11-20T14:03:11Z\",\n"
+                   " \"turns\": [{\"speaker\": \"agent\", \"ts_ms\": 0, \"text\": \"Hello\"}]}\n");
+  /* Valid JSON, but no agent: ingest would refuse it. */
+  write_file(bad, "{\"channel\": \"chat\", \"external_id\": \"conv-2\", \"started_at\": \"2026-11-20T14:03:11Z\",\n"
+                  " \"turns\": [{\"speaker\": \"agent\", \"ts_ms\": 0, \"text\": \"Hello\"}]}\n");
+
+  char args[PATH_MAX * 3], out[16384];
+  snprintf(args, sizeof args, "--timeout 2 --samples '%s' '%s'", dir, fixture("fixture_fragile_channel"));
+  assert_int_equal(run_check(out, sizeof out, args), 1);
+  /* start() set up a spool directory through the checker's context. */
+  assert_line(out, "lifecycle: ok (0 submissions, 1 context service set up)");
+  assert_line(out, "parse_truncated_json: ok (refused with QMESH_INVALID after 1 invalid submission)");
+  assert_line(out, "parse_binary: FAIL: crashed with SIGSEGV (Segmentation fault)");
+  assert_line(out, "parse_deep_json: FAIL: timed out after 2 s");
+  assert_line_prefix(out, "parse_bad_utf8: FAIL: parse_file returned QMESH_OK but 1 submitted document failed to "
+                          "normalize (first: ");
+  assert_line(out, "parse_bad_mime: ok (refused with QMESH_INVALID after 1 invalid submission)");
+  assert_line(out, "sample:good.json: ok (1 submission)");
+  assert_line_prefix(out, "sample:bad.json: FAIL: 1 submitted document failed to normalize (first: agent");
+  if (SANITIZED) {
+    /* The allocation parse_file never frees on an empty file. */
+    assert_line_prefix(out, "parse_empty: FAIL: leaked memory (LeakSanitizer exit status ");
+    assert_line(out, "9 passed, 5 failed");
+  } else {
+    assert_line(out, "parse_empty: ok (0 submissions)");
+    assert_line(out, "10 passed, 4 failed");
+  }
+
+  /* Samples are for channel plugins that parse files. */
+  snprintf(args, sizeof args, "--samples '%s' '%s'", dir, fixture("fixture_rule"));
+  assert_int_equal(run_check(out, sizeof out, args), 1);
+  assert_line(out, "samples: FAIL: only a channel plugin with parse_file takes sample inputs");
+  unlink(good);
+  unlink(bad);
+  rmdir(dir);
 }
 
 static void test_rule_cases(void **state) {
@@ -175,6 +265,7 @@ int main(void) {
     cmocka_unit_test(test_good_channel_with_settings),
     cmocka_unit_test(test_good_channel_settings_refused),
     cmocka_unit_test(test_crash_is_reported_with_signal),
+    cmocka_unit_test(test_channel_hostile_inputs),
     cmocka_unit_test(test_rule_cases),
     cmocka_unit_test(test_asr_cases),
     cmocka_unit_test(test_refusals_are_the_loaders),
