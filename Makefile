@@ -39,7 +39,7 @@ test-asan: setup $(ASAN_BUILD)/CMakeCache.txt
 test: test-fast test-asan
 
 demo: setup build
-	$(BUILD)/qmesh run --config $(CONFIG) --target all
+	BUILD=$(BUILD) CONFIG=$(CONFIG) scripts/demo
 
 bench: setup build
 	@for b in $(BUILD)/bench/*_bench; do echo "== $$b"; $$b || exit 1; done
