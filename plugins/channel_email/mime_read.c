@@ -467,6 +467,33 @@ static em_message_t *convert(GMimeMessage *msg, const em_read_opts_t *opts, int 
   return m;
 }
 
+/* RFC 5322 limits a line to 998 bytes; real mail stays far below this. A
+ * file with a line past it is refused before GMime sees it, since GMime's
+ * header parser grows quadratically slow on a single multi-megabyte line. */
+#define EM_LINE_MAX (2u << 20)
+
+/* Returns the 1-based number of the first line longer than EM_LINE_MAX, or
+ * 0 when there is none (or the file cannot be read: GMime reports that). */
+static long long overlong_line(int fd) {
+  char buf[1 << 16];
+  long long line = 1;
+  size_t len = 0;
+  off_t off = 0;
+  ssize_t n;
+  while ((n = pread(fd, buf, sizeof buf, off)) > 0) {
+    for (ssize_t i = 0; i < n; i++) {
+      if (buf[i] == '\n') {
+        line++;
+        len = 0;
+      } else if (++len > EM_LINE_MAX) {
+        return line;
+      }
+    }
+    off += n;
+  }
+  return 0;
+}
+
 int qm_email_read_file(const char *path, const em_read_opts_t *opts, GPtrArray *out) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -490,6 +517,14 @@ int qm_email_read_file(const char *path, const em_read_opts_t *opts, GPtrArray *
   }
   if (got <= 0) {
     opts->log(opts->log_arg, QMESH_LOG_ERROR, "%s: refused: the file is empty", path);
+    close(fd);
+    return -1;
+  }
+  long long bad_line = overlong_line(fd);
+  if (bad_line) {
+    opts->log(opts->log_arg, QMESH_LOG_ERROR,
+              "%s: refused: line %lld is longer than %u bytes (RFC 5322 allows 998)", path, bad_line,
+              EM_LINE_MAX);
     close(fd);
     return -1;
   }

@@ -590,6 +590,15 @@ static void test_hostile_inputs(void **state) {
   g_string_free(huge, TRUE);
   assert_int_equal(strlen(str_at(doc(f, 3), "email.subject")), 1000);
 
+  /* A line past 2 MiB is refused before GMime parses anything. */
+  GString *longline = g_string_new("From: a@example.com\nTo: b@support.northwind.example\n"
+                                   "Date: Mon, 11 Mar 2024 15:00:00 +0000\nSubject: x\nX-Junk: ");
+  for (int i = 0; i < 3 * 1024 * 1024; i++) g_string_append_c(longline, 'j');
+  g_string_append(longline, "\n\nbody\n");
+  assert_int_equal(parse(f, "longline.eml", longline->str), QMESH_ERR);
+  g_string_free(longline, TRUE);
+  assert_true(log_contains(f, "longline.eml: refused: line 5 is longer than 2097152 bytes (RFC 5322 allows 998)"));
+
   /* A Message-ID too long for an external_id is replaced by its hash. */
   GString *longid = g_string_new("From: a@example.com\nTo: b@support.northwind.example\n"
                                  "Date: Mon, 11 Mar 2024 15:00:00 +0000\nMessage-ID: <");
