@@ -16,26 +16,19 @@
  * `tenant` and `queue` from its settings when a document leaves them out.
  *
  * Built as a partner builds a plugin: against common/include only, linked
- * with jansson, never with qmesh_common.
+ * with jansson, never with qmesh_common. The safe reading it shares with
+ * channel_webhook is plugins/common/json_input.c, compiled into the plugin.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <jansson.h>
 
 #include <qmesh/channel.h>
 
-/* Deepest nesting of arrays and objects a document may have. Interaction
- * documents need four or five levels; 64 leaves room for partners'
- * attributes while keeping every recursive walk over the value shallow. */
-#define CHAT_MAX_DEPTH 64
-
-/* Bounds on the size settings, so that a typo cannot ask for a terabyte. */
-#define CHAT_MAX_KB (1024 * 1024)
+#include "json_input.h"
 
 typedef struct chat {
   const qmesh_host_t *host;
@@ -48,49 +41,6 @@ typedef struct chat {
   size_t max_body;     /* bytes: one HTTP request body */
   int paused;
 } chat_t;
-
-/* ---- safe JSON reading ---- */
-
-/* Whether the nesting of arrays and objects in `p` goes deeper than `limit`,
- * counting only brackets outside strings. The scan works on malformed input
- * too (it only counts), so it can run before the parser. */
-static int depth_exceeds(const char *p, size_t n, int limit) {
-  int depth = 0, in_string = 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = p[i];
-    if (in_string) {
-      if (c == '\\') i++; /* the escaped character cannot end the string */
-      else if (c == '"') in_string = 0;
-    } else if (c == '"') {
-      in_string = 1;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit) return 1;
-    } else if (c == ']' || c == '}') {
-      depth--;
-    }
-  }
-  return 0;
-}
-
-static int is_blank(const char *p, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (!isspace((unsigned char)p[i])) return 0;
-  return 1;
-}
-
-/* Parses one JSON value with the depth limit; NULL with `why` filled on
- * refusal. Duplicate keys are refused: which one would win is not obvious to
- * the person who wrote the document. */
-static json_t *load_json(const char *p, size_t n, int depth_limit, char *why, size_t whylen) {
-  if (depth_exceeds(p, n, depth_limit)) {
-    snprintf(why, whylen, "nesting deeper than %d levels", CHAT_MAX_DEPTH);
-    return NULL;
-  }
-  json_error_t jerr;
-  json_t *v = json_loadb(p, n, JSON_REJECT_DUPLICATES, &jerr);
-  if (!v) snprintf(why, whylen, "invalid JSON at byte %d: %s", jerr.position, jerr.text);
-  return v;
-}
 
 /* ---- documents ---- */
 
@@ -112,23 +62,7 @@ static int fill_defaults(const chat_t *c, json_t *doc, char *why, size_t whylen)
  * QMESH_INVALID `why` says why. */
 static int submit_doc(const chat_t *c, const qmesh_channel_ctx_t *ctx, json_t *doc, char *why, size_t whylen) {
   if (fill_defaults(c, doc, why, whylen) != 0) return QMESH_INVALID;
-  char *text = json_dumps(doc, JSON_COMPACT);
-  if (!text) {
-    snprintf(why, whylen, "out of memory");
-    return QMESH_NOMEM;
-  }
-  size_t len = strlen(text);
-  int rc;
-  if (len > c->max_doc) {
-    snprintf(why, whylen, "document of %zu bytes is larger than max_line_kb (%zu KiB)", len, c->max_doc / 1024);
-    rc = QMESH_INVALID;
-  } else {
-    why[0] = '\0';
-    rc = ctx->submit(ctx, text, len, why, whylen);
-    if (rc == QMESH_INVALID && !why[0]) snprintf(why, whylen, "refused by ingest");
-  }
-  free(text);
-  return rc;
+  return qmp_submit_json(ctx, doc, c->max_doc, why, whylen);
 }
 
 /* Parses and submits one document given as text. */
@@ -138,7 +72,7 @@ static int submit_text(const chat_t *c, const qmesh_channel_ctx_t *ctx, const ch
     snprintf(why, whylen, "document of %zu bytes is larger than max_line_kb (%zu KiB)", n, c->max_doc / 1024);
     return QMESH_INVALID;
   }
-  json_t *doc = load_json(p, n, CHAT_MAX_DEPTH, why, whylen);
+  json_t *doc = qmp_load_json(p, n, QMP_MAX_DEPTH, why, whylen);
   if (!doc) return QMESH_INVALID;
   int rc = submit_doc(c, ctx, doc, why, whylen);
   json_decref(doc);
@@ -167,11 +101,6 @@ static int read_line(FILE *f, char *buf, size_t cap, size_t *len) {
   return n ? 1 : 0;
 }
 
-static int is_jsonl_path(const char *path) {
-  size_t n = strlen(path);
-  return (n >= 6 && strcasecmp(path + n - 6, ".jsonl") == 0) || (n >= 7 && strcasecmp(path + n - 7, ".ndjson") == 0);
-}
-
 static int parse_lines(chat_t *c, const char *path, FILE *f, const qmesh_channel_ctx_t *ctx) {
   char *line = malloc(c->max_doc ? c->max_doc : 1);
   if (!line) return QMESH_NOMEM;
@@ -182,12 +111,9 @@ static int parse_lines(chat_t *c, const char *path, FILE *f, const qmesh_channel
     lineno++;
     char *p = line;
     /* A byte-order mark is tolerated at the start of the file only. */
-    if (lineno == 1 && n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
-      p += 3;
-      n -= 3;
-    }
+    if (lineno == 1) qmp_skip_bom(&p, &n);
     if (n && p[n - 1] == '\r') n--;
-    if (is_blank(p, n)) continue;
+    if (qmp_is_blank(p, n)) continue;
     rc = submit_text(c, ctx, p, n, why, sizeof why);
     if (rc != QMESH_OK) break;
     submitted++;
@@ -217,28 +143,20 @@ static int parse_lines(chat_t *c, const char *path, FILE *f, const qmesh_channel
 }
 
 static int parse_single(chat_t *c, const char *path, FILE *f, const qmesh_channel_ctx_t *ctx) {
-  /* One byte more than allowed tells an oversized file from one exactly at
-   * the limit without reading the rest. */
-  size_t cap = c->max_doc + 1, n = 0;
-  char *buf = malloc(cap);
-  if (!buf) return QMESH_NOMEM;
-  size_t got;
-  while (n < cap && (got = fread(buf + n, 1, cap - n, f)) > 0) n += got;
-  if (ferror(f)) {
+  char *buf;
+  size_t n;
+  int got = qmp_read_capped(f, c->max_doc, &buf, &n);
+  if (got == QMESH_NOMEM) return QMESH_NOMEM;
+  if (got == QMP_READ_ERROR) {
     c->host->log(c->host, QMESH_LOG_WARN, "%s: cannot read: %s", path, strerror(errno));
-    free(buf);
     return QMESH_ERR;
   }
-  if (n > c->max_doc) {
+  if (got == QMP_TOO_LARGE) {
     c->host->log(c->host, QMESH_LOG_WARN, "%s: larger than max_line_kb (%zu KiB)", path, c->max_doc / 1024);
-    free(buf);
     return QMESH_ERR;
   }
   char *p = buf;
-  if (n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
-    p += 3;
-    n -= 3;
-  }
+  qmp_skip_bom(&p, &n);
   char why[512];
   int rc = submit_text(c, ctx, p, n, why, sizeof why);
   free(buf);
@@ -260,158 +178,55 @@ static int chat_parse_file(void *state, const char *path, const qmesh_channel_ct
     c->host->log(c->host, QMESH_LOG_WARN, "%s: cannot open: %s", path, strerror(errno));
     return QMESH_ERR;
   }
-  int rc = is_jsonl_path(path) ? parse_lines(c, path, f, ctx) : parse_single(c, path, f, ctx);
+  int rc = qmp_is_jsonl_path(path) ? parse_lines(c, path, f, ctx) : parse_single(c, path, f, ctx);
   fclose(f);
   return rc;
 }
 
 /* ---- HTTP ---- */
 
-/* Writes `{"error":"<msg>"}` or `{"error":"<msg>","index":N}` into resp,
- * escaping the message and cutting it (never the JSON around it) to fit.
- * Bytes that are not UTF-8 become '?', so the answer is always valid JSON. */
-static void put_error(char *resp, size_t cap, const char *msg, long index) {
-  char tail[48];
-  if (index >= 0) snprintf(tail, sizeof tail, "\",\"index\":%ld}", index);
-  else snprintf(tail, sizeof tail, "\"}");
-  static const char head[] = "{\"error\":\"";
-  size_t tl = strlen(tail), hl = sizeof head - 1;
-  if (cap < hl + tl + 1) {
-    if (cap) resp[0] = '\0';
-    return;
-  }
-  memcpy(resp, head, hl);
-  size_t o = hl, room = cap - tl - 1; /* o may grow up to room */
-  const unsigned char *s = (const unsigned char *)msg;
-  while (*s) {
-    char esc[8];
-    size_t el, adv = 1;
-    unsigned char b = *s;
-    if (b == '"' || b == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)b;
-      el = 2;
-    } else if (b < 0x20) {
-      el = (size_t)snprintf(esc, sizeof esc, "\\u%04x", b);
-    } else if (b < 0x80) {
-      esc[0] = (char)b;
-      el = 1;
-    } else {
-      size_t need = b >= 0xF0 && b <= 0xF4 ? 4 : b >= 0xE0 ? 3 : b >= 0xC2 && b < 0xE0 ? 2 : 0;
-      size_t k = 1;
-      while (need && k < need && (s[k] & 0xC0) == 0x80) k++;
-      if (need && k == need) {
-        memcpy(esc, s, need);
-        el = adv = need;
-      } else {
-        esc[0] = '?';
-        el = 1;
-      }
-    }
-    if (o + el > room) break;
-    memcpy(resp + o, esc, el);
-    o += el;
-    s += adv;
-  }
-  memcpy(resp + o, tail, tl + 1);
-}
-
-static int reply_accepted(char *resp, size_t cap, size_t n) {
-  snprintf(resp, cap, "{\"accepted\":%zu}", n);
-  return 202;
-}
-
-static int reply_busy(char *resp, size_t cap) {
-  snprintf(resp, cap, "{\"error\":\"busy\"}");
-  return 503;
-}
-
-/* The answer for a document that was not accepted. */
-static int reply_refused(char *resp, size_t cap, int rc, const char *why, size_t index) {
-  if (rc == QMESH_BUSY) return reply_busy(resp, cap);
-  if (rc == QMESH_INVALID) {
-    put_error(resp, cap, why, (long)index);
-    return 400;
-  }
-  put_error(resp, cap, rc == QMESH_NOMEM ? "out of memory" : "internal error", (long)index);
-  return 500;
-}
-
-static int is_ndjson(const char *content_type) {
-  static const char *const types[] = {"application/x-ndjson", "application/ndjson", "application/jsonl",
-                                      "application/x-jsonlines", NULL};
-  if (!content_type) return 0;
-  while (*content_type == ' ') content_type++;
-  size_t n = strcspn(content_type, "; ");
-  for (int i = 0; types[i]; i++)
-    if (strlen(types[i]) == n && strncasecmp(content_type, types[i], n) == 0) return 1;
-  return 0;
-}
-
 static int chat_http(void *state, const qmesh_channel_ctx_t *ctx, const qmesh_http_request_t *req, char *resp,
                      size_t cap) {
   chat_t *c = state;
-  if (!req->method || strcmp(req->method, "POST") != 0) {
-    put_error(resp, cap, "method not allowed (valid: POST)", -1);
-    return 405;
-  }
-  if (c->paused) return reply_busy(resp, cap);
-  if (req->body_len > c->max_body) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "body larger than max_body_kb (%zu KiB)", c->max_body / 1024);
-    put_error(resp, cap, msg, -1);
-    return 413;
-  }
+  int status = qmp_http_precheck(req, c->paused, c->max_body, resp, cap);
+  if (status) return status;
   const char *body = req->body ? req->body : "";
   size_t len = req->body ? req->body_len : 0;
   char why[512];
   size_t accepted = 0;
 
-  if (is_ndjson(req->content_type)) {
-    size_t off = 0;
-    while (off < len) {
-      const char *nl = memchr(body + off, '\n', len - off);
-      size_t n = nl ? (size_t)(nl - (body + off)) : len - off;
-      const char *p = body + off;
-      off += n + (nl ? 1 : 0);
-      if (n && p[n - 1] == '\r') n--;
-      if (is_blank(p, n)) continue;
+  if (qmp_is_ndjson(req->content_type)) {
+    size_t off = 0, n;
+    const char *p;
+    while (qmp_next_line(body, len, &off, &p, &n)) {
+      if (qmp_is_blank(p, n)) continue;
       int rc = submit_text(c, ctx, p, n, why, sizeof why);
-      if (rc != QMESH_OK) return reply_refused(resp, cap, rc, why, accepted);
+      if (rc != QMESH_OK) return qmp_reply_refused(resp, cap, rc, why, accepted);
       accepted++;
     }
     if (!accepted) {
-      put_error(resp, cap, "empty body", 0);
+      qmp_put_error(resp, cap, "empty body", 0);
       return 400;
     }
-    return reply_accepted(resp, cap, accepted);
+    return qmp_reply_accepted(resp, cap, accepted);
   }
 
-  size_t lead = 0;
-  while (lead < len && isspace((unsigned char)body[lead])) lead++;
-  if (lead == len) {
-    put_error(resp, cap, "empty body", 0);
-    return 400;
-  }
-  /* An array of documents is one level deeper than the documents in it. */
-  int is_array = body[lead] == '[';
-  json_t *v = load_json(body, len, CHAT_MAX_DEPTH + is_array, why, sizeof why);
+  json_t *v = qmp_load_body(body, len, why, sizeof why);
   if (!v) {
-    put_error(resp, cap, why, 0);
+    qmp_put_error(resp, cap, why, 0);
     return 400;
   }
-  int status;
   if (json_is_array(v)) {
     status = 0;
     for (size_t i = 0; i < json_array_size(v) && !status; i++) {
       int rc = submit_doc(c, ctx, json_array_get(v, i), why, sizeof why);
-      if (rc != QMESH_OK) status = reply_refused(resp, cap, rc, why, i);
+      if (rc != QMESH_OK) status = qmp_reply_refused(resp, cap, rc, why, i);
       else accepted++;
     }
-    if (!status) status = reply_accepted(resp, cap, accepted);
+    if (!status) status = qmp_reply_accepted(resp, cap, accepted);
   } else {
     int rc = submit_doc(c, ctx, v, why, sizeof why);
-    status = rc == QMESH_OK ? reply_accepted(resp, cap, 1) : reply_refused(resp, cap, rc, why, 0);
+    status = rc == QMESH_OK ? qmp_reply_accepted(resp, cap, 1) : qmp_reply_refused(resp, cap, rc, why, 0);
   }
   json_decref(v);
   return status;
@@ -432,17 +247,6 @@ static void chat_close(void *state) {
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
-static int kb_setting(const qmesh_host_t *host, const qmesh_settings_t *settings, const char *name, size_t *out) {
-  int64_t kb = host->get_int(settings, name);
-  if (kb < 1 || kb > CHAT_MAX_KB) {
-    host->log(host, QMESH_LOG_ERROR, "%s: %lld is out of range (valid: 1 to %d)", name, (long long)kb,
-              CHAT_MAX_KB);
-    return -1;
-  }
-  *out = (size_t)kb * 1024;
-  return 0;
-}
-
 static int chat_open(const qmesh_host_t *host, const qmesh_settings_t *settings, void **state) {
   chat_t *c = calloc(1, sizeof *c);
   if (!c) return QMESH_NOMEM;
@@ -462,7 +266,8 @@ static int chat_open(const qmesh_host_t *host, const qmesh_settings_t *settings,
     chat_close(c);
     return QMESH_NOMEM;
   }
-  if (kb_setting(host, settings, "max_line_kb", &c->max_doc) || kb_setting(host, settings, "max_body_kb", &c->max_body)) {
+  if (qmp_kb_setting(host, settings, "max_line_kb", &c->max_doc) ||
+      qmp_kb_setting(host, settings, "max_body_kb", &c->max_body)) {
     chat_close(c);
     return QMESH_ERR;
   }
@@ -476,16 +281,11 @@ static int chat_open(const qmesh_host_t *host, const qmesh_settings_t *settings,
   return QMESH_OK;
 }
 
-/* Whether the core's context has the member ending at `end` (a context from
- * an older core is shorter). */
-#define CTX_HAS(ctx, member)                                                                                    \
-  ((ctx)->struct_size >= offsetof(qmesh_channel_ctx_t, member) + sizeof((ctx)->member) && (ctx)->member)
-
 static int chat_start(void *state, const qmesh_channel_ctx_t *ctx) {
   chat_t *c = state;
   c->paused = 0;
   if (c->spool_dir && c->spool_dir[0]) {
-    int rc = CTX_HAS(ctx, watch_dir) ? ctx->watch_dir(ctx, c->spool_dir, ".json,.jsonl") : QMESH_UNSUPPORTED;
+    int rc = QMP_CTX_HAS(ctx, watch_dir) ? ctx->watch_dir(ctx, c->spool_dir, ".json,.jsonl") : QMESH_UNSUPPORTED;
     if (rc == QMESH_UNSUPPORTED) {
       c->host->log(c->host, QMESH_LOG_WARN, "spool_dir %s: this core does not watch directories; not watched",
                    c->spool_dir);
@@ -494,16 +294,7 @@ static int chat_start(void *state, const qmesh_channel_ctx_t *ctx) {
       return QMESH_ERR;
     }
   }
-  if (c->http_path && c->http_path[0]) {
-    int rc = CTX_HAS(ctx, http_route) ? ctx->http_route(ctx, "POST", c->http_path, chat_http) : QMESH_UNSUPPORTED;
-    if (rc == QMESH_UNSUPPORTED) {
-      c->host->log(c->host, QMESH_LOG_WARN, "http_path %s: this core has no HTTP listener for channels; not served",
-                   c->http_path);
-    } else if (rc != QMESH_OK) {
-      c->host->log(c->host, QMESH_LOG_ERROR, "http_path %s: cannot route it", c->http_path);
-      return QMESH_ERR;
-    }
-  }
+  if (c->http_path && c->http_path[0]) return qmp_route_http(c->host, ctx, c->http_path, chat_http);
   return QMESH_OK;
 }
 

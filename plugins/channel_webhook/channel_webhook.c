@@ -18,9 +18,9 @@
  * does and its reason goes back to the poster in the 400 answer), but it
  * reads hostile bodies safely: size limits before parsing, nesting deeper
  * than 64 levels refused by a scan before jansson recurses, invalid UTF-8
- * and duplicate keys refused by jansson. The reading code is a copy of
- * channel_chat_json's because each plugin is built as a partner builds one,
- * self-contained against the headers.
+ * and duplicate keys refused by jansson. That reading code is shared with
+ * channel_chat_json as plugins/common/json_input.c, compiled into each
+ * plugin: each is built as a partner builds one, against the headers only.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -35,11 +35,11 @@
 
 #include <qmesh/channel.h>
 
-#define WH_MAX_DEPTH 64
-#define WH_MAX_KB (1024 * 1024)
+#include "json_input.h"
+
 /* Tokens in one source pointer; deeper pointers could never match a
  * document that passed the nesting limit anyway. */
-#define WH_MAX_TOKENS WH_MAX_DEPTH
+#define WH_MAX_TOKENS QMP_MAX_DEPTH
 
 /* How a mapped value is carried into the document. */
 typedef enum target_kind {
@@ -108,43 +108,6 @@ typedef struct webhook {
   size_t nsv;
   int paused;
 } webhook_t;
-
-/* ---- safe JSON reading (as in channel_chat_json) ---- */
-
-static int depth_exceeds(const char *p, size_t n, int limit) {
-  int depth = 0, in_string = 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = p[i];
-    if (in_string) {
-      if (c == '\\') i++;
-      else if (c == '"') in_string = 0;
-    } else if (c == '"') {
-      in_string = 1;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit) return 1;
-    } else if (c == ']' || c == '}') {
-      depth--;
-    }
-  }
-  return 0;
-}
-
-static int is_blank(const char *p, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (!isspace((unsigned char)p[i])) return 0;
-  return 1;
-}
-
-static json_t *load_json(const char *p, size_t n, int depth_limit, char *why, size_t whylen) {
-  if (depth_exceeds(p, n, depth_limit)) {
-    snprintf(why, whylen, "nesting deeper than %d levels", WH_MAX_DEPTH);
-    return NULL;
-  }
-  json_error_t jerr;
-  json_t *v = json_loadb(p, n, JSON_REJECT_DUPLICATES, &jerr);
-  if (!v) snprintf(why, whylen, "invalid JSON at byte %d: %s", jerr.position, jerr.text);
-  return v;
-}
 
 /* ---- pointers ---- */
 
@@ -420,23 +383,8 @@ static int submit_payload(const webhook_t *w, const qmesh_channel_ctx_t *ctx, js
                           size_t whylen) {
   json_t *doc = map_payload(w, payload, why, whylen);
   if (!doc) return strcmp(why, "out of memory") == 0 ? QMESH_NOMEM : QMESH_INVALID;
-  char *text = json_dumps(doc, JSON_COMPACT);
+  int rc = qmp_submit_json(ctx, doc, w->max_doc, why, whylen);
   json_decref(doc);
-  if (!text) {
-    snprintf(why, whylen, "out of memory");
-    return QMESH_NOMEM;
-  }
-  size_t len = strlen(text);
-  int rc;
-  if (len > w->max_doc) {
-    snprintf(why, whylen, "document of %zu bytes is larger than max_line_kb (%zu KiB)", len, w->max_doc / 1024);
-    rc = QMESH_INVALID;
-  } else {
-    why[0] = '\0';
-    rc = ctx->submit(ctx, text, len, why, whylen);
-    if (rc == QMESH_INVALID && !why[0]) snprintf(why, whylen, "refused by ingest");
-  }
-  free(text);
   return rc;
 }
 
@@ -446,7 +394,7 @@ static int submit_text(const webhook_t *w, const qmesh_channel_ctx_t *ctx, const
     snprintf(why, whylen, "payload of %zu bytes is larger than max_line_kb (%zu KiB)", n, w->max_doc / 1024);
     return QMESH_INVALID;
   }
-  json_t *v = load_json(p, n, WH_MAX_DEPTH, why, whylen);
+  json_t *v = qmp_load_json(p, n, QMP_MAX_DEPTH, why, whylen);
   if (!v) return QMESH_INVALID;
   int rc = submit_payload(w, ctx, v, why, whylen);
   json_decref(v);
@@ -469,15 +417,11 @@ static void intake(const webhook_t *w, const qmesh_channel_ctx_t *ctx, const cha
                    outcome_t *o) {
   memset(o, 0, sizeof *o);
   if (lines) {
-    size_t off = 0, lineno = 0;
-    while (off < len) {
-      const char *nl = memchr(body + off, '\n', len - off);
-      size_t n = nl ? (size_t)(nl - (body + off)) : len - off;
-      const char *p = body + off;
-      off += n + (nl ? 1 : 0);
+    size_t off = 0, lineno = 0, n;
+    const char *p;
+    while (qmp_next_line(body, len, &off, &p, &n)) {
       lineno++;
-      if (n && p[n - 1] == '\r') n--;
-      if (is_blank(p, n)) continue;
+      if (qmp_is_blank(p, n)) continue;
       o->rc = submit_text(w, ctx, p, n, o->why, sizeof o->why);
       if (o->rc != QMESH_OK) {
         o->index = o->accepted;
@@ -492,15 +436,7 @@ static void intake(const webhook_t *w, const qmesh_channel_ctx_t *ctx, const cha
     }
     return;
   }
-  size_t lead = 0;
-  while (lead < len && isspace((unsigned char)body[lead])) lead++;
-  if (lead == len) {
-    o->rc = QMESH_INVALID;
-    snprintf(o->why, sizeof o->why, "empty body");
-    return;
-  }
-  int is_array = body[lead] == '[';
-  json_t *v = load_json(body, len, WH_MAX_DEPTH + is_array, o->why, sizeof o->why);
+  json_t *v = qmp_load_body(body, len, o->why, sizeof o->why);
   if (!v) {
     o->rc = QMESH_INVALID;
     return;
@@ -523,99 +459,18 @@ static void intake(const webhook_t *w, const qmesh_channel_ctx_t *ctx, const cha
 
 /* ---- HTTP ---- */
 
-/* Writes `{"error":"<msg>"}` or `{"error":"<msg>","index":N}`, escaping the
- * message and cutting it (never the JSON around it) to fit; bytes that are
- * not UTF-8 become '?', so the answer is always valid JSON. */
-static void put_error(char *resp, size_t cap, const char *msg, long index) {
-  char tail[48];
-  if (index >= 0) snprintf(tail, sizeof tail, "\",\"index\":%ld}", index);
-  else snprintf(tail, sizeof tail, "\"}");
-  static const char head[] = "{\"error\":\"";
-  size_t tl = strlen(tail), hl = sizeof head - 1;
-  if (cap < hl + tl + 1) {
-    if (cap) resp[0] = '\0';
-    return;
-  }
-  memcpy(resp, head, hl);
-  size_t o = hl, room = cap - tl - 1;
-  const unsigned char *s = (const unsigned char *)msg;
-  while (*s) {
-    char esc[8];
-    size_t el, adv = 1;
-    unsigned char b = *s;
-    if (b == '"' || b == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)b;
-      el = 2;
-    } else if (b < 0x20) {
-      el = (size_t)snprintf(esc, sizeof esc, "\\u%04x", b);
-    } else if (b < 0x80) {
-      esc[0] = (char)b;
-      el = 1;
-    } else {
-      size_t need = b >= 0xF0 && b <= 0xF4 ? 4 : b >= 0xE0 ? 3 : b >= 0xC2 && b < 0xE0 ? 2 : 0;
-      size_t k = 1;
-      while (need && k < need && (s[k] & 0xC0) == 0x80) k++;
-      if (need && k == need) {
-        memcpy(esc, s, need);
-        el = adv = need;
-      } else {
-        esc[0] = '?';
-        el = 1;
-      }
-    }
-    if (o + el > room) break;
-    memcpy(resp + o, esc, el);
-    o += el;
-    s += adv;
-  }
-  memcpy(resp + o, tail, tl + 1);
-}
-
-static int is_ndjson(const char *content_type) {
-  static const char *const types[] = {"application/x-ndjson", "application/ndjson", "application/jsonl",
-                                      "application/x-jsonlines", NULL};
-  if (!content_type) return 0;
-  while (*content_type == ' ') content_type++;
-  size_t n = strcspn(content_type, "; ");
-  for (int i = 0; types[i]; i++)
-    if (strlen(types[i]) == n && strncasecmp(content_type, types[i], n) == 0) return 1;
-  return 0;
-}
-
 static int wh_http(void *state, const qmesh_channel_ctx_t *ctx, const qmesh_http_request_t *req, char *resp,
                    size_t cap) {
   webhook_t *w = state;
-  if (!req->method || strcmp(req->method, "POST") != 0) {
-    put_error(resp, cap, "method not allowed (valid: POST)", -1);
-    return 405;
-  }
-  if (w->paused) {
-    snprintf(resp, cap, "{\"error\":\"busy\"}");
-    return 503;
-  }
-  if (req->body_len > w->max_body) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "body larger than max_body_kb (%zu KiB)", w->max_body / 1024);
-    put_error(resp, cap, msg, -1);
-    return 413;
-  }
+  int status = qmp_http_precheck(req, w->paused, w->max_body, resp, cap);
+  if (status) return status;
   outcome_t o;
-  intake(w, ctx, req->body ? req->body : "", req->body ? req->body_len : 0, is_ndjson(req->content_type), &o);
-  switch (o.rc) {
-  case QMESH_OK: snprintf(resp, cap, "{\"accepted\":%zu}", o.accepted); return 202;
-  case QMESH_BUSY: snprintf(resp, cap, "{\"error\":\"busy\"}"); return 503;
-  case QMESH_INVALID: put_error(resp, cap, o.why, (long)o.index); return 400;
-  default: put_error(resp, cap, o.rc == QMESH_NOMEM ? "out of memory" : "internal error", (long)o.index); return 500;
-  }
+  intake(w, ctx, req->body ? req->body : "", req->body ? req->body_len : 0, qmp_is_ndjson(req->content_type), &o);
+  if (o.rc == QMESH_OK) return qmp_reply_accepted(resp, cap, o.accepted);
+  return qmp_reply_refused(resp, cap, o.rc, o.why, o.index);
 }
 
 /* ---- files ---- */
-
-static int is_jsonl_path(const char *path) {
-  size_t n = strlen(path);
-  return (n >= 6 && strcasecmp(path + n - 6, ".jsonl") == 0) || (n >= 7 && strcasecmp(path + n - 7, ".ndjson") == 0);
-}
 
 /* A file holds what one request body would: one payload, an array of them,
  * or JSON Lines when named .jsonl/.ndjson. It is read whole, up to
@@ -627,28 +482,20 @@ static int wh_parse_file(void *state, const char *path, const qmesh_channel_ctx_
     w->host->log(w->host, QMESH_LOG_WARN, "%s: cannot open: %s", path, strerror(errno));
     return QMESH_ERR;
   }
-  size_t cap = w->max_body + 1, n = 0, got;
-  char *buf = malloc(cap);
-  if (!buf) {
-    fclose(f);
-    return QMESH_NOMEM;
-  }
-  while (n < cap && (got = fread(buf + n, 1, cap - n, f)) > 0) n += got;
-  int bad = ferror(f);
+  char *buf;
+  size_t n;
+  int got = qmp_read_capped(f, w->max_body, &buf, &n);
   fclose(f);
-  if (bad || n > w->max_body) {
-    if (bad) w->host->log(w->host, QMESH_LOG_WARN, "%s: cannot read", path);
+  if (got == QMESH_NOMEM) return QMESH_NOMEM;
+  if (got != 0) {
+    if (got == QMP_READ_ERROR) w->host->log(w->host, QMESH_LOG_WARN, "%s: cannot read", path);
     else w->host->log(w->host, QMESH_LOG_WARN, "%s: larger than max_body_kb (%zu KiB)", path, w->max_body / 1024);
-    free(buf);
     return QMESH_ERR;
   }
   char *p = buf;
-  if (n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) {
-    p += 3;
-    n -= 3;
-  }
+  qmp_skip_bom(&p, &n);
   outcome_t o;
-  intake(w, ctx, p, n, is_jsonl_path(path), &o);
+  intake(w, ctx, p, n, qmp_is_jsonl_path(path), &o);
   free(buf);
   if (o.rc == QMESH_OK) return QMESH_OK;
   if (o.rc == QMESH_BUSY) {
@@ -856,16 +703,6 @@ out:
   return rc;
 }
 
-static int kb_setting(const qmesh_host_t *host, const qmesh_settings_t *settings, const char *name, size_t *out) {
-  int64_t kb = host->get_int(settings, name);
-  if (kb < 1 || kb > WH_MAX_KB) {
-    host->log(host, QMESH_LOG_ERROR, "%s: %lld is out of range (valid: 1 to %d)", name, (long long)kb, WH_MAX_KB);
-    return -1;
-  }
-  *out = (size_t)kb * 1024;
-  return 0;
-}
-
 static int wh_open(const qmesh_host_t *host, const qmesh_settings_t *settings, void **state) {
   webhook_t *w = calloc(1, sizeof *w);
   if (!w) return QMESH_NOMEM;
@@ -887,7 +724,8 @@ static int wh_open(const qmesh_host_t *host, const qmesh_settings_t *settings, v
     rc = QMESH_NOMEM;
     goto out;
   }
-  if (kb_setting(host, settings, "max_line_kb", &w->max_doc) || kb_setting(host, settings, "max_body_kb", &w->max_body)) {
+  if (qmp_kb_setting(host, settings, "max_line_kb", &w->max_doc) ||
+      qmp_kb_setting(host, settings, "max_body_kb", &w->max_body)) {
     rc = QMESH_ERR;
     goto out;
   }
@@ -905,21 +743,10 @@ out:
 
 /* ---- lifecycle ---- */
 
-#define CTX_HAS(ctx, member)                                                                                    \
-  ((ctx)->struct_size >= offsetof(qmesh_channel_ctx_t, member) + sizeof((ctx)->member) && (ctx)->member)
-
 static int wh_start(void *state, const qmesh_channel_ctx_t *ctx) {
   webhook_t *w = state;
   w->paused = 0;
-  int rc = CTX_HAS(ctx, http_route) ? ctx->http_route(ctx, "POST", w->http_path, wh_http) : QMESH_UNSUPPORTED;
-  if (rc == QMESH_UNSUPPORTED) {
-    w->host->log(w->host, QMESH_LOG_WARN, "http_path %s: this core has no HTTP listener for channels; not served",
-                 w->http_path);
-  } else if (rc != QMESH_OK) {
-    w->host->log(w->host, QMESH_LOG_ERROR, "http_path %s: cannot route it", w->http_path);
-    return QMESH_ERR;
-  }
-  return QMESH_OK;
+  return qmp_route_http(w->host, ctx, w->http_path, wh_http);
 }
 
 /* The core answers 503 itself while it applies backpressure; a request that

@@ -10,20 +10,23 @@
 #
 # The plugin's source is compiled into each program (it is reached only
 # through its descriptor), so the code under test carries the fuzzer's
-# instrumentation; neither links qmesh_common, as no plugin does.
+# instrumentation; neither links qmesh_common, as no plugin does. Both
+# plugins compile plugins/common/json_input.c in, and so do their fuzzers.
 
 foreach(which chat_json webhook)
   set(plugin channel_${which})
   set(harness ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_${which}.c)
-  set(plugin_src ${PROJECT_SOURCE_DIR}/plugins/${plugin}/${plugin}.c)
+  set(plugin_src ${PROJECT_SOURCE_DIR}/plugins/${plugin}/${plugin}.c
+                 ${PROJECT_SOURCE_DIR}/plugins/common/json_input.c)
   set(corpus ${CMAKE_CURRENT_SOURCE_DIR}/corpus/${which})
-  if(NOT EXISTS ${plugin_src})
+  if(NOT EXISTS ${PROJECT_SOURCE_DIR}/plugins/${plugin}/${plugin}.c)
     continue()
   endif()
 
-  add_executable(fuzz_${which}_corpus ${harness} ${plugin_src})
+  add_executable(fuzz_${which}_corpus ${harness} ${plugin_src} ${CMAKE_CURRENT_SOURCE_DIR}/replay_main.c)
   target_compile_definitions(fuzz_${which}_corpus PRIVATE QM_FUZZ_CORPUS_MAIN)
-  target_include_directories(fuzz_${which}_corpus PRIVATE ${PROJECT_SOURCE_DIR}/common/include)
+  target_include_directories(fuzz_${which}_corpus PRIVATE ${PROJECT_SOURCE_DIR}/common/include
+                             ${PROJECT_SOURCE_DIR}/plugins/common)
   target_link_libraries(fuzz_${which}_corpus PRIVATE PkgConfig::JANSSON m)
   set_target_properties(fuzz_${which}_corpus PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
   add_test(NAME fuzz.${which}_corpus COMMAND fuzz_${which}_corpus ${corpus})
@@ -32,7 +35,8 @@ foreach(which chat_json webhook)
   set(fuzz_bin "")
   if(CMAKE_C_COMPILER_ID STREQUAL "Clang")
     add_executable(fuzz_${which} ${harness} ${plugin_src})
-    target_include_directories(fuzz_${which} PRIVATE ${PROJECT_SOURCE_DIR}/common/include)
+    target_include_directories(fuzz_${which} PRIVATE ${PROJECT_SOURCE_DIR}/common/include
+                             ${PROJECT_SOURCE_DIR}/plugins/common)
     target_compile_options(fuzz_${which} PRIVATE ${QMESH_FUZZ_FLAGS})
     target_link_options(fuzz_${which} PRIVATE -fsanitize=fuzzer,address,undefined)
     target_link_libraries(fuzz_${which} PRIVATE PkgConfig::JANSSON m)
@@ -47,11 +51,13 @@ foreach(which chat_json webhook)
     add_custom_command(
       OUTPUT ${out}
       COMMAND ${QMESH_CLANG} -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter ${werror}
-              ${QMESH_FUZZ_FLAGS} -I${PROJECT_SOURCE_DIR}/common/include ${JANSSON_CFLAGS}
+              ${QMESH_FUZZ_FLAGS} -I${PROJECT_SOURCE_DIR}/common/include
+              -I${PROJECT_SOURCE_DIR}/plugins/common ${JANSSON_CFLAGS}
               ${harness} ${plugin_src}
               ${JANSSON_LDFLAGS} -lm
               -o ${out}
-      DEPENDS ${harness} ${plugin_src} ${PROJECT_SOURCE_DIR}/common/include/qmesh/plugin.h
+      DEPENDS ${harness} ${plugin_src} ${PROJECT_SOURCE_DIR}/plugins/common/json_input.h
+              ${PROJECT_SOURCE_DIR}/common/include/qmesh/plugin.h
               ${PROJECT_SOURCE_DIR}/common/include/qmesh/channel.h
       COMMENT "Building libFuzzer target fuzz_${which} with ${QMESH_CLANG}"
       VERBATIM)

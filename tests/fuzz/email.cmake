@@ -19,7 +19,7 @@ set(QMESH_EMAIL_PLUGIN_SOURCES
   ${QMESH_EMAIL_DIR}/html_text.c)
 set(QMESH_EMAIL_CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/corpus/email)
 
-add_executable(fuzz_email_corpus fuzz_email.c ${QMESH_EMAIL_PLUGIN_SOURCES})
+add_executable(fuzz_email_corpus fuzz_email.c replay_main.c ${QMESH_EMAIL_PLUGIN_SOURCES})
 target_compile_definitions(fuzz_email_corpus PRIVATE QM_FUZZ_CORPUS_MAIN)
 target_include_directories(fuzz_email_corpus PRIVATE ${QMESH_EMAIL_DIR})
 target_link_libraries(fuzz_email_corpus PRIVATE qmesh_common PkgConfig::QM_FUZZ_GMIME PkgConfig::JANSSON)

@@ -180,49 +180,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef QM_FUZZ_CORPUS_MAIN
-#include <dirent.h>
-#include <sys/stat.h>
+#include "replay_main.h"
 
 static int g_files, g_wrong;
 
-static int read_file(const char *path, uint8_t **out, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return -1;
-  size_t cap = 4096, len = 0, got;
-  uint8_t *buf = malloc(cap);
-  while (buf && (got = fread(buf + len, 1, cap - len, f)) > 0) {
-    len += got;
-    if (len == cap) {
-      uint8_t *bigger = realloc(buf, cap *= 2);
-      if (!bigger) free(buf);
-      buf = bigger;
-    }
-  }
-  fclose(f);
-  if (!buf) return -1;
-  *out = buf;
-  *n = len;
-  return 0;
-}
-
-static void replay(const char *path) {
-  uint8_t *buf;
-  size_t n;
-  if (read_file(path, &buf, &n) != 0) {
-    fprintf(stderr, "fuzz_email_corpus: cannot read %s\n", path);
-    g_wrong++;
-    return;
-  }
-  LLVMFuzzerTestOneInput(buf, n);
-  free(buf);
+static void replay_one(const char *path, const char *name, const uint8_t *data, size_t n) {
+  LLVMFuzzerTestOneInput(data, n);
   g_files++;
-  const char *base = strrchr(path, '/');
-  base = base ? base + 1 : path;
-  if (strncmp(base, "valid-", 6) == 0 && (g_last_rc != QMESH_OK || g_submitted == 0)) {
+  if (strncmp(name, "valid-", 6) == 0 && (g_last_rc != QMESH_OK || g_submitted == 0)) {
     fprintf(stderr, "fuzz_email_corpus: %s: expected a submission, got rc %d\n", path, g_last_rc);
     g_wrong++;
   }
-  if (strncmp(base, "bad-", 4) == 0 && (g_last_rc == QMESH_OK || g_submitted != 0)) {
+  if (strncmp(name, "bad-", 4) == 0 && (g_last_rc == QMESH_OK || g_submitted != 0)) {
     fprintf(stderr, "fuzz_email_corpus: %s: expected a refusal, got %d submissions\n", path, g_submitted);
     g_wrong++;
   }
@@ -231,25 +200,9 @@ static void replay(const char *path) {
 int main(int argc, char **argv) {
   g_verbose = getenv("QM_FUZZ_VERBOSE") != NULL;
   if (getenv("QM_FUZZ_MAX_KB")) g_max_kb = strtoll(getenv("QM_FUZZ_MAX_KB"), NULL, 10);
-  for (int i = 1; i < argc; i++) {
-    struct stat sb;
-    if (stat(argv[i], &sb) == 0 && S_ISDIR(sb.st_mode)) {
-      struct dirent **names;
-      int k = scandir(argv[i], &names, NULL, alphasort);
-      for (int j = 0; j < k; j++) {
-        if (names[j]->d_name[0] != '.') {
-          char p[4096];
-          snprintf(p, sizeof p, "%s/%s", argv[i], names[j]->d_name);
-          replay(p);
-        }
-        free(names[j]);
-      }
-      if (k >= 0) free(names);
-    } else {
-      replay(argv[i]);
-    }
-  }
+  /* A file that cannot be read fails the run as a wrong seed would. */
+  int rc = qm_replay_paths(argc, argv, replay_one) != 0;
   printf("fuzz_email_corpus: %d files replayed, %d wrong\n", g_files, g_wrong);
-  return g_wrong || !g_files ? 1 : 0;
+  return rc || g_wrong || !g_files ? 1 : 0;
 }
 #endif

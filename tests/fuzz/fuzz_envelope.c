@@ -113,35 +113,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef QM_FUZZ_CORPUS_MAIN
-#include <dirent.h>
-#include <sys/stat.h>
+#include "replay_main.h"
 
 static int g_files, g_valid, g_bad, g_wrong;
-
-static int read_file(const char *path, uint8_t **out, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return -1;
-  size_t cap = 4096, len = 0;
-  uint8_t *buf = malloc(cap);
-  size_t got;
-  while (buf && (got = fread(buf + len, 1, cap - len, f)) > 0) {
-    len += got;
-    if (len == cap) {
-      uint8_t *bigger = realloc(buf, cap *= 2);
-      if (!bigger) free(buf);
-      buf = bigger;
-    }
-  }
-  int bad = ferror(f) || !buf;
-  fclose(f);
-  if (bad) {
-    free(buf);
-    return -1;
-  }
-  *out = buf;
-  *n = len;
-  return 0;
-}
 
 /* Checks a seed against what its name promises. */
 static void check_name(const char *name, const uint8_t *data, size_t n) {
@@ -169,50 +143,11 @@ static void check_name(const char *name, const uint8_t *data, size_t n) {
   }
 }
 
-static int replay_file(const char *path, const char *name) {
-  uint8_t *data = NULL;
-  size_t n = 0;
-  if (read_file(path, &data, &n) != 0) {
-    fprintf(stderr, "%s: cannot read\n", path);
-    return -1;
-  }
+static void replay_one(const char *path, const char *name, const uint8_t *data, size_t n) {
+  (void)path;
   LLVMFuzzerTestOneInput(data, n);
   check_name(name, data, n);
   g_files++;
-  free(data);
-  return 0;
-}
-
-static int by_name(const struct dirent **a, const struct dirent **b) {
-  return strcmp((*a)->d_name, (*b)->d_name);
-}
-
-static int replay(const char *path) {
-  struct stat st;
-  if (stat(path, &st) != 0) {
-    fprintf(stderr, "%s: not found\n", path);
-    return -1;
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    const char *slash = strrchr(path, '/');
-    return replay_file(path, slash ? slash + 1 : path);
-  }
-  struct dirent **list;
-  int n = scandir(path, &list, NULL, by_name);
-  if (n < 0) {
-    fprintf(stderr, "%s: cannot list\n", path);
-    return -1;
-  }
-  int rc = 0;
-  for (int i = 0; i < n; i++) {
-    char full[4096];
-    snprintf(full, sizeof full, "%s/%s", path, list[i]->d_name);
-    if (list[i]->d_name[0] != '.' && stat(full, &st) == 0 && S_ISREG(st.st_mode))
-      if (replay_file(full, list[i]->d_name) != 0) rc = -1;
-    free(list[i]);
-  }
-  free(list);
-  return rc;
 }
 
 int main(int argc, char **argv) {
@@ -220,9 +155,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s CORPUS_DIR_OR_FILE...\n", argv[0]);
     return 2;
   }
-  int rc = 0;
-  for (int i = 1; i < argc; i++)
-    if (replay(argv[i]) != 0) rc = 1;
+  int rc = qm_replay_paths(argc, argv, replay_one) != 0;
   printf("fuzz_envelope_corpus: replayed %d files (%d valid-*, %d bad-*), %d not as named\n",
          g_files, g_valid, g_bad, g_wrong);
   /* An empty or missing corpus would make this test pass by testing nothing. */

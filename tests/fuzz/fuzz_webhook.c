@@ -308,30 +308,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef QM_FUZZ_CORPUS_MAIN
-#include <dirent.h>
+#include "replay_main.h"
 
 static int g_files, g_wrong;
 
-static int replay_file(const char *path, const char *name) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    fprintf(stderr, "%s: cannot read\n", path);
-    return -1;
-  }
-  size_t cap = 1 << 16, len = 0, got;
-  uint8_t *buf = malloc(cap);
-  while (buf && (got = fread(buf + len, 1, cap - len, f)) > 0) {
-    len += got;
-    if (len == cap) {
-      uint8_t *bigger = realloc(buf, cap *= 2);
-      if (!bigger) free(buf);
-      buf = bigger;
-    }
-  }
-  fclose(f);
-  if (!buf) return -1;
-  LLVMFuzzerTestOneInput(buf, len);
-  free(buf);
+static void replay_one(const char *path, const char *name, const uint8_t *data, size_t n) {
+  (void)path;
+  LLVMFuzzerTestOneInput(data, n);
   g_files++;
   if (strncmp(name, "valid-", 6) == 0 && !g_accepted_all) {
     fprintf(stderr, "%s: expected to be accepted whole\n", name);
@@ -340,40 +323,10 @@ static int replay_file(const char *path, const char *name) {
     fprintf(stderr, "%s: expected to be refused\n", name);
     g_wrong++;
   }
-  return 0;
-}
-
-static int by_name(const struct dirent **a, const struct dirent **b) { return strcmp((*a)->d_name, (*b)->d_name); }
-
-static int replay(const char *path) {
-  struct stat st;
-  if (stat(path, &st) != 0) {
-    fprintf(stderr, "%s: not found\n", path);
-    return -1;
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    const char *slash = strrchr(path, '/');
-    return replay_file(path, slash ? slash + 1 : path);
-  }
-  struct dirent **list;
-  int n = scandir(path, &list, NULL, by_name), rc = 0;
-  if (n < 0) return -1;
-  for (int i = 0; i < n; i++) {
-    if (list[i]->d_name[0] != '.') {
-      char full[4096];
-      snprintf(full, sizeof full, "%s/%s", path, list[i]->d_name);
-      if (replay_file(full, list[i]->d_name) != 0) rc = -1;
-    }
-    free(list[i]);
-  }
-  free(list);
-  return rc;
 }
 
 int main(int argc, char **argv) {
-  int rc = 0;
-  for (int i = 1; i < argc; i++)
-    if (replay(argv[i]) != 0) rc = 1;
+  int rc = qm_replay_paths(argc, argv, replay_one) != 0;
   if (g_ops) {
     g_ops->stop(g_state);
     g_ops->close(g_state);

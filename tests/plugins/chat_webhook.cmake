@@ -3,7 +3,8 @@
 #
 # plugins.channel_chat_json and plugins.channel_webhook load the built plugin
 # through the real loader and drive it with a fake channel context (cmocka,
-# test_channel_chat.c and test_channel_webhook.c). When the interaction
+# test_channel_chat.c and test_channel_webhook.c, which share the fake host and
+# context in channel_harness.c). When the interaction
 # validator (common/src/interaction.c) is part of qmesh_common, every document
 # the plugins submit is also run through it, as ingest would.
 # plugins.channel_chat_json_check and plugins.channel_webhook_check run
@@ -25,7 +26,7 @@ foreach(pair RANGE 0 2 2)
     message(STATUS "plugin ${plugin} not built: test plugins.${plugin} skipped")
     continue()
   endif()
-  add_executable(plugins_${test} ${CMAKE_CURRENT_SOURCE_DIR}/${test}.c)
+  add_executable(plugins_${test} ${CMAKE_CURRENT_SOURCE_DIR}/${test}.c ${CMAKE_CURRENT_SOURCE_DIR}/channel_harness.c)
   set_target_properties(plugins_${test} PROPERTIES
     OUTPUT_NAME ${test}
     RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests/plugins)
