@@ -29,6 +29,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -453,21 +454,28 @@ static void *lookup(qm_metrics_t *m, const char *name, const char *help, const c
   return NULL;
 }
 
-qm_counter_t *qm_metrics_counter(qm_metrics_t *m, const char *name, const char *help,
-                                 const char *labels) {
+/* Counters and gauges share one layout, a 64-bit atomic (a count, or a
+ * double's bit pattern, where 0.0 is all zero bits, so calloc initialises
+ * both) followed by their labels; one routine finds or makes either. */
+_Static_assert(offsetof(struct qm_counter, labels) == offsetof(struct qm_gauge, labels) &&
+                 sizeof(struct qm_counter) == sizeof(struct qm_gauge),
+               "counters and gauges share a layout");
+
+static void *get_scalar(qm_metrics_t *m, const char *name, const char *help, const char *labels,
+                        kind_t kind) {
   if (!m) return NULL;
   const char *why = NULL;
   family_t *f;
   char *canon;
   pthread_mutex_lock(&m->mu);
-  qm_counter_t *c = lookup(m, name, help, labels, KIND_COUNTER, &f, &canon, &why);
+  qm_counter_t *c = lookup(m, name, help, labels, kind, &f, &canon, &why);
   if (!c && f) {
     c = calloc(1, sizeof *c);
     if (c) {
       c->labels = canon;
       canon = NULL;
       if (family_add(f, c) != 0) {
-        series_free(KIND_COUNTER, c);
+        series_free(kind, c);
         c = NULL;
       }
     }
@@ -479,31 +487,14 @@ qm_counter_t *qm_metrics_counter(qm_metrics_t *m, const char *name, const char *
   return c;
 }
 
+qm_counter_t *qm_metrics_counter(qm_metrics_t *m, const char *name, const char *help,
+                                 const char *labels) {
+  return get_scalar(m, name, help, labels, KIND_COUNTER);
+}
+
 qm_gauge_t *qm_metrics_gauge(qm_metrics_t *m, const char *name, const char *help,
                              const char *labels) {
-  if (!m) return NULL;
-  const char *why = NULL;
-  family_t *f;
-  char *canon;
-  pthread_mutex_lock(&m->mu);
-  qm_gauge_t *g = lookup(m, name, help, labels, KIND_GAUGE, &f, &canon, &why);
-  if (!g && f) {
-    g = calloc(1, sizeof *g);
-    if (g) {
-      atomic_init(&g->bits, double_to_bits(0.0));
-      g->labels = canon;
-      canon = NULL;
-      if (family_add(f, g) != 0) {
-        series_free(KIND_GAUGE, g);
-        g = NULL;
-      }
-    }
-    free(canon);
-    if (!g) why = "out of memory";
-  }
-  pthread_mutex_unlock(&m->mu);
-  if (!g) refuse(name, labels, why);
-  return g;
+  return get_scalar(m, name, help, labels, KIND_GAUGE);
 }
 
 qm_histogram_t *qm_metrics_histogram(qm_metrics_t *m, const char *name, const char *help,
