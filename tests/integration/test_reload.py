@@ -7,14 +7,14 @@ import re
 import signal
 import time
 
-from peerlib import Peer, Workdir, free_port, log, verify, fail, applied_count
+from peerlib import Peer, Workdir, free_ports, log, verify, fail, applied_count
 
 COUNT = 50_000
 w = Workdir("reload")
 routes = w.sub("routes.cfg")
 TABLE = 'extra_types = ["bench.msg"];\nroutes = ( { name = "bench"; match = "bench.*"; to = ["%s"]; } );\n'
 open(routes, "w").write(TABLE % "dst")
-ep1, ep2 = "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port()
+ep1, ep2 = ("tcp://127.0.0.1:%d" % p for p in free_ports(2))
 r1 = Peer(["recv", "--dir", w.sub("dst"), "--bind", ep1, "--name", "dst"], w.sub("dst.log")).start()
 r2 = Peer(["recv", "--dir", w.sub("dst2"), "--bind", ep2, "--name", "dst2"], w.sub("dst2.log")).start()
 send = Peer(["send", "--dir", w.sub("src"), "--peer", "dst=" + ep1, "--peer", "dst2=" + ep2,

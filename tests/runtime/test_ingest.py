@@ -41,9 +41,22 @@ def check(cond, what):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n):
+    """n distinct free ports: all sockets stay bound until every port is
+    known, so the system cannot hand out the same port twice."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def http(method, url, body=None, ctype="application/json"):
@@ -71,8 +84,9 @@ class Mesh:
     def __init__(self, name, services=SERVICES, bus=None):
         self.work = tempfile.mkdtemp(prefix="qmesh-%s-" % name)
         self.spool = os.path.join(self.work, "spool")
-        self.http = {s: free_port() for s in SERVICES}
-        self.bind = {s: free_port() for s in SERVICES}
+        ports = free_ports(2 * len(SERVICES))
+        self.http = dict(zip(SERVICES, ports))
+        self.bind = dict(zip(SERVICES, ports[len(SERVICES):]))
         shutil.copy(os.path.join(SRC, "configs", "routes.cfg"), os.path.join(self.work, "routes.cfg"))
         self.cfg = os.path.join(self.work, "qmesh.cfg")
         with open(self.cfg, "w") as f:

@@ -28,9 +28,22 @@ def check(cond, what):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n):
+    """n distinct free ports: all sockets stay bound until every port is
+    known, so the system cannot hand out the same port twice."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def get(url):
@@ -49,8 +62,10 @@ def run(*args):
 
 work = tempfile.mkdtemp(prefix="qmesh-runtime-")
 shutil.copy(os.path.join(SRC, "configs", "routes.cfg"), os.path.join(work, "routes.cfg"))
-ports = {s: free_port() for s in SERVICES}
-bus_ports = {s: free_port() for s in SERVICES}
+_ports = free_ports(3 * len(SERVICES))
+ports = dict(zip(SERVICES, _ports))
+bus_ports = dict(zip(SERVICES, _ports[len(SERVICES):]))
+spare_port = _ports[-1]  # bound by nobody: probe's "nothing answers" case
 QM_PEER = os.environ.get("QM_PEER", "build/tests/qm_peer")
 with open(os.path.join(work, "qmesh.cfg"), "w") as f:
     f.write('data_dir = "data";\nroutes_file = "routes.cfg";\n')
@@ -105,7 +120,7 @@ for s in SERVICES:
     check(code == 200 and ('qmesh_route_reloads_total{service="%s"}' % s) in body, "%s /metrics" % s)
 r = run("probe", "http://127.0.0.1:%d/readyz" % ports["autoscore"])
 check(r.returncode == 0, "probe exits 0 on a ready service")
-r = run("probe", "--timeout", "500", "http://127.0.0.1:%d/readyz" % free_port())
+r = run("probe", "--timeout", "500", "http://127.0.0.1:%d/readyz" % spare_port)
 check(r.returncode == 1, "probe exits 1 when nothing answers")
 
 # Dead letters: undecodable payloads sent to autoscore's inbox are consumed
