@@ -43,12 +43,10 @@ typedef struct link_out {
   uv_os_sock_t fd;
   uv_poll_t poll;
   int poll_active;
-  uint64_t next, next_saved, committed, sent, acked, persisted, persisting;
+  uint64_t next, committed, sent, acked, persisted, persisting;
   uint64_t last_progress_ms; /* last ack progress or go-back: times retransmits */
   uint64_t stalled_since_ms; /* last ack progress or idle: times reachability */
   uint32_t backoff_ms;
-  uint64_t retransmits;
-  int blocked;               /* the last send met EAGAIN */
   /* The segment being built in the open transaction: messages
    * pend_first.. as `'S' count(4) [len(4) envelope]...`. */
   msgpack_sbuffer pend;
@@ -440,7 +438,6 @@ static int frame_flush(link_out_t *l, uint8_t *hdr, uint32_t count) {
   hdr[27] = (uint8_t)(count >> 8);
   hdr[28] = (uint8_t)count;
   if (zmq_send(l->sock, hdr, HDR_DATA_LEN, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-    l->blocked = 1;
     return -1;
   }
   zmq_send(l->sock, bus->frame.data, bus->frame.size, ZMQ_DONTWAIT);
@@ -481,7 +478,6 @@ static void pump(link_out_t *l) {
   hdr[0] = 'D';
   qm_be64_put(hdr + 1, bus->epoch);
   qm_be64_put(hdr + 17, l->acked + 1);
-  l->blocked = 0;
   uint32_t count = 0;
   bus->frame.size = 0;
   int stop = 0;
@@ -550,7 +546,6 @@ static void handle_ack(link_out_t *l, const uint8_t *buf, size_t n) {
   if (buf[0] == 'G' && l->sent > seq) {
     /* The receiver lost something after `seq`: go back now. */
     l->sent = l->acked;
-    l->retransmits++;
     bus->st.retransmits++;
     count(bus->c_retx, 1);
   }
@@ -1150,8 +1145,7 @@ static void tick_cb(uv_timer_t *h) {
       if (now - l->last_progress_ms >= l->backoff_ms) {
         /* No progress: go back to the last acknowledged message. */
         if (l->sent > l->acked) {
-          l->retransmits++;
-          bus->st.retransmits++;
+                bus->st.retransmits++;
           count(bus->c_retx, 1);
         }
         l->sent = l->acked;
@@ -1196,17 +1190,19 @@ int qm_bus_new(qm_bus_t **out, const qm_bus_opts_t *o, qm_error_t *err) {
   snprintf(bus->name, sizeof bus->name, "%s", o->name);
   bus->store = o->store;
   bus->epoch = qm_store_epoch(o->store);
-  if (!bus->o.cfg.batch_max) bus->o.cfg.batch_max = 4096;
-  if (!bus->o.cfg.window) bus->o.cfg.window = 10000;
-  if (!bus->o.cfg.retransmit_ms) bus->o.cfg.retransmit_ms = 1000;
-  if (!bus->o.cfg.backoff_max_ms) bus->o.cfg.backoff_max_ms = 30000;
-  if (!bus->o.cfg.outbox_high_water) bus->o.cfg.outbox_high_water = 1000000;
-  if (bus->o.cfg.outbox_low_water >= bus->o.cfg.outbox_high_water)
-    bus->o.cfg.outbox_low_water = bus->o.cfg.outbox_high_water * 4 / 5;
-  if (!bus->o.cfg.peer_timeout_ms) bus->o.cfg.peer_timeout_ms = 15000;
-  if (!bus->o.cfg.heartbeat_ms) bus->o.cfg.heartbeat_ms = 1000;
-  if (!bus->o.cfg.ack_flush_ms) bus->o.cfg.ack_flush_ms = 20;
-  if (!bus->o.cfg.max_message_bytes) bus->o.cfg.max_message_bytes = QM_ENVELOPE_MAX_DEFAULT;
+  /* Settings left at zero take the configuration's defaults. */
+  const qm_bus_cfg_t *d = &qm_bus_cfg_defaults;
+  qm_bus_cfg_t *c = &bus->o.cfg;
+  if (!c->batch_max) c->batch_max = d->batch_max;
+  if (!c->window) c->window = d->window;
+  if (!c->retransmit_ms) c->retransmit_ms = d->retransmit_ms;
+  if (!c->backoff_max_ms) c->backoff_max_ms = d->backoff_max_ms;
+  if (!c->outbox_high_water) c->outbox_high_water = d->outbox_high_water;
+  if (c->outbox_low_water >= c->outbox_high_water) c->outbox_low_water = c->outbox_high_water * 4 / 5;
+  if (!c->peer_timeout_ms) c->peer_timeout_ms = d->peer_timeout_ms;
+  if (!c->heartbeat_ms) c->heartbeat_ms = d->heartbeat_ms;
+  if (!c->ack_flush_ms) c->ack_flush_ms = d->ack_flush_ms;
+  if (!c->max_message_bytes) c->max_message_bytes = d->max_message_bytes;
   msgpack_sbuffer_init(&bus->sbuf);
   msgpack_zone_init(&bus->zone, 4096);
   msgpack_sbuffer_init(&bus->frame);

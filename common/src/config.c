@@ -123,16 +123,12 @@ static int in_list(const char *s, const char *const *names) {
 /* Refuses any member of `group` not in `valid`. */
 static int check_keys(ctx_t *c, const config_setting_t *group, const char *prefix,
                       const char *const *valid) {
-  int n = config_setting_length(group);
-  for (int i = 0; i < n; i++) {
-    const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
-    if (in_list(config_setting_name(m), valid) >= 0) continue;
-    char path[256], list[512];
-    child_path(path, sizeof path, prefix, config_setting_name(m));
-    qm__join_names(list, sizeof list, valid, SIZE_MAX);
-    return fail(c, m, path, "unknown setting (valid: %s)", list);
-  }
-  return 0;
+  const config_setting_t *m = qm__cfg_unknown_member(group, valid);
+  if (!m) return 0;
+  char path[256], list[512];
+  child_path(path, sizeof path, prefix, config_setting_name(m));
+  qm__join_names(list, sizeof list, valid, SIZE_MAX);
+  return fail(c, m, path, "unknown setting (valid: %s)", list);
 }
 
 /* ---- typed getters ------------------------------------------------------ */
@@ -369,6 +365,21 @@ void qm_config_resolve(const qm_config_t *cfg, const char *path, char out[PATH_M
   if (w < 0 || w >= PATH_MAX) out[0] = '\0';
 }
 
+/* The bus settings' defaults: configs/qmesh.cfg documents each one. */
+const qm_bus_cfg_t qm_bus_cfg_defaults = {
+  .batch_max = 4096,
+  .window = 10000,
+  .retransmit_ms = 1000,
+  .backoff_max_ms = 30000,
+  .outbox_high_water = 1000000,
+  .outbox_low_water = 800000,
+  .peer_timeout_ms = 15000,
+  .heartbeat_ms = 1000,
+  .drain_timeout_ms = 10000,
+  .ack_flush_ms = 20,
+  .max_message_bytes = (size_t)4096 << 10,
+};
+
 void qm_config_defaults(qm_config_t *cfg) {
   /* The struct is ~40 KiB; zeroing it all keeps every unused service slot
    * and string tail clean for whoever prints or compares them. */
@@ -379,19 +390,7 @@ void qm_config_defaults(qm_config_t *cfg) {
   qm_config_resolve(cfg, DEFAULT_PLUGIN_DIR, cfg->plugin_dir);
   cfg->log_level = QM_LOG_INFO;
   cfg->log_json = 0;
-  cfg->bus = (qm_bus_cfg_t){
-    .batch_max = 4096,
-    .window = 10000,
-    .retransmit_ms = 1000,
-    .backoff_max_ms = 30000,
-    .outbox_high_water = 1000000,
-    .outbox_low_water = 800000,
-    .peer_timeout_ms = 15000,
-    .heartbeat_ms = 1000,
-    .drain_timeout_ms = 10000,
-    .ack_flush_ms = 20,
-    .max_message_bytes = (size_t)4096 << 10,
-  };
+  cfg->bus = qm_bus_cfg_defaults;
   cfg->store.map_size = (size_t)1024 << 20;
   cfg->store.sync = 1;
   for (size_t i = 0; qm_standard_services[i]; i++)

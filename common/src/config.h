@@ -69,6 +69,10 @@ typedef struct qm_config {
   int raw_loaded;
 } qm_config_t;
 
+/* The bus settings' defaults, also applied by the bus to any setting left
+ * at zero. */
+extern const qm_bus_cfg_t qm_bus_cfg_defaults;
+
 /* The seven standard services, in flow order, NULL-terminated. */
 extern const char *const qm_standard_services[];
 
