@@ -2,6 +2,7 @@
 #include "cfgutil.h"
 
 #include <stdio.h>
+#include <string.h>
 
 const char *qm__cfg_type_name(const config_setting_t *s) {
   switch (config_setting_type(s)) {
@@ -25,4 +26,17 @@ void qm__join_names(char *out, size_t outlen, const char *const *names, size_t n
     if (w < 0 || (size_t)w >= outlen - used) break;
     used += (size_t)w;
   }
+}
+
+const config_setting_t *qm__cfg_unknown_member(const config_setting_t *group,
+                                               const char *const *valid) {
+  int n = config_setting_length(group);
+  for (int i = 0; i < n; i++) {
+    const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
+    const char *name = config_setting_name(m);
+    size_t k = 0;
+    while (valid[k] && strcmp(name, valid[k]) != 0) k++;
+    if (!valid[k]) return m;
+  }
+  return NULL;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cfgutil.h"
 #include "envelope.h"
 
 #define DOC_MAX_DEFAULT (4u << 20)
@@ -62,13 +63,8 @@ static int only_keys(ctx_t *c, const char *path, const json_t *obj, const char *
     int ok = 0;
     for (size_t i = 0; allowed[i] && !ok; i++) ok = strcmp(k, allowed[i]) == 0;
     if (!ok) {
-      char list[400] = "";
-      size_t used = 0;
-      for (size_t i = 0; allowed[i]; i++) {
-        int w = snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", allowed[i]);
-        if (w < 0 || (size_t)w >= sizeof list - used) break;
-        used += (size_t)w;
-      }
+      char list[400];
+      qm__join_names(list, sizeof list, allowed, SIZE_MAX);
       char p[300];
       snprintf(p, sizeof p, "%s%s%s", path, *path ? "." : "", k);
       return fail(c, p, "unknown field (valid: %s)", list);
@@ -106,13 +102,8 @@ static int str_field(ctx_t *c, const char *path, const json_t *obj, const char *
 static int one_of(ctx_t *c, const char *path, const char *s, const char *const *vals) {
   for (size_t i = 0; vals[i]; i++)
     if (strcmp(s, vals[i]) == 0) return 0;
-  char list[200] = "";
-  size_t used = 0;
-  for (size_t i = 0; vals[i]; i++) {
-    int w = snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", vals[i]);
-    if (w < 0 || (size_t)w >= sizeof list - used) break;
-    used += (size_t)w;
-  }
+  char list[200];
+  qm__join_names(list, sizeof list, vals, SIZE_MAX);
   return fail(c, path, "\"%s\" is not one of %s", s, list);
 }
 
@@ -174,7 +165,7 @@ static int parse_time(const char *s, int64_t *ms) {
   return 0;
 }
 
-static json_t *format_time(int64_t ms) {
+json_t *qm_time_json(int64_t ms) {
   time_t t = (time_t)(ms / 1000);
   struct tm tm;
   gmtime_r(&t, &tm);
@@ -199,7 +190,7 @@ static int time_field(ctx_t *c, const char *path, const json_t *obj, const char 
                 json_string_value(v));
   if (ms < 631152000000LL) return fail(c, p, "is before 1990");
   if (ms > (int64_t)c->now_ms + 86400000LL) return fail(c, p, "is more than a day in the future");
-  if (dst) json_object_set_new(dst, key, format_time(ms));
+  if (dst) json_object_set_new(dst, key, qm_time_json(ms));
   *out = ms;
   *present = 1;
   return 0;
@@ -396,10 +387,6 @@ static int check_media(ctx_t *c, const json_t *md, json_t **out) {
   return 0;
 }
 
-static void hex(char *out, const uint8_t *b, size_t n) {
-  for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
-}
-
 static int normalize(ctx_t *c, const json_t *in, const qm_interaction_opts_t *opts, json_t *o,
                      qm_interaction_t *ix) {
   static const char *const keys[] = {"channel", "external_id", "tenant", "direction", "queue",
@@ -450,7 +437,7 @@ static int normalize(ctx_t *c, const json_t *in, const qm_interaction_opts_t *op
       char hx[33];
       crypto_generichash(h, sizeof h, (const uint8_t *)cid, strlen(cid), opts->customer_hash_key,
                          opts->customer_hash_key ? 32 : 0);
-      hex(hx, h, sizeof h);
+      sodium_bin2hex(hx, sizeof hx, h, sizeof h);
       json_object_set_new(o, "customer", json_pack("{s:s}", "id_hash", hx));
     }
     json_decref(tmp);
@@ -534,7 +521,7 @@ static int normalize(ctx_t *c, const json_t *in, const qm_interaction_opts_t *op
   crypto_generichash_update(&st, (const uint8_t *)external_id, strlen(external_id));
   crypto_generichash_final(&st, h, sizeof h);
   memcpy(ix->id, "ix-", 3);
-  hex(ix->id + 3, h, sizeof h);
+  sodium_bin2hex(ix->id + 3, sizeof ix->id - 3, h, sizeof h);
   json_object_set_new(o, "id", json_string(ix->id));
   return 0;
 }

@@ -43,6 +43,10 @@ int qm_interaction_normalize(const char *json, size_t len, const qm_interaction_
                              qm_interaction_t *out, qm_error_t *err);
 void qm_interaction_free(qm_interaction_t *ix);
 
+/* An RFC 3339 UTC time as the normalizer writes it ("2026-11-20T14:03:11Z",
+ * with ".mmm" only when the milliseconds are not zero). */
+json_t *qm_time_json(int64_t ms);
+
 /* Packs a JSON value as MessagePack (objects as maps, integers as ints). */
 int qm_json_pack(msgpack_packer *pk, const json_t *v);
 

@@ -2,9 +2,9 @@
  * store.c: ingest's interaction records (see ingest.h). Kept apart from the
  * service wiring so the benchmark exercises exactly this code.
  */
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "dead.h"
 #include "ingest.h"
@@ -29,15 +29,6 @@ static void rev_key(uint8_t *k, const char *id, uint32_t rev) {
   k[QM_INTERACTION_ID_LEN + 4] = (uint8_t)rev;
 }
 
-static json_t *time_json(uint64_t ms) {
-  time_t t = (time_t)(ms / 1000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char buf[40];
-  size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + n, sizeof buf - n, ".%03dZ", (int)(ms % 1000));
-  return json_string(buf);
-}
 
 int ing_store_apply(ing_store_t *s, qm_bus_t *bus, MDB_txn *txn, const qm_interaction_t *ix,
                     uint64_t now_ms, ing_outcome_t *outcome, uint32_t *revision, qm_error_t *err) {
@@ -73,11 +64,11 @@ int ing_store_apply(ing_store_t *s, qm_bus_t *bus, MDB_txn *txn, const qm_intera
 
   /* The body: the normalized document plus what ingest adds. */
   char hash_hex[33];
-  for (int i = 0; i < 16; i++) snprintf(hash_hex + 2 * i, 3, "%02x", ix->content_hash[i]);
+  sodium_bin2hex(hash_hex, sizeof hash_hex, ix->content_hash, sizeof ix->content_hash);
   json_t *body = json_copy(ix->doc);
   json_object_set_new(body, "revision", json_integer(rev));
   json_object_set_new(body, "content_hash", json_string(hash_hex));
-  json_object_set_new(body, "received_at", time_json(first));
+  json_object_set_new(body, "received_at", qm_time_json((int64_t)first));
   s->body.size = 0;
   msgpack_packer pk;
   msgpack_packer_init(&pk, &s->body, msgpack_sbuffer_write);
@@ -99,11 +90,7 @@ int ing_store_apply(ing_store_t *s, qm_bus_t *bus, MDB_txn *txn, const qm_intera
   uint8_t tb[8];
   qm_be64_put(tb, first);
   memcpy(cause.b, tb + 2, 6);
-  for (int i = 0; i < 10; i++) {
-    unsigned byte;
-    sscanf(ix->id + 3 + 2 * i, "%2x", &byte);
-    cause.b[6 + i] = (uint8_t)byte;
-  }
+  sodium_hex2bin(cause.b + 6, 10, ix->id + 3, 20, NULL, NULL, NULL);
   char salt[48];
   int sl = snprintf(salt, sizeof salt, "interaction.received/%u", rev);
   qm_id_derive(&e.id, &cause, salt, (size_t)sl);

@@ -31,6 +31,7 @@ set(QMESH_EMAIL_FUZZ_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_email.c
   ${QMESH_EMAIL_PLUGIN_SOURCES}
   ${QMESH_FUZZ_COMMON}/interaction.c
+  ${QMESH_FUZZ_COMMON}/cfgutil.c
   ${QMESH_FUZZ_COMMON}/envelope.c
   ${QMESH_FUZZ_COMMON}/err.c)
 set(QMESH_EMAIL_FUZZ_BIN "")
@@ -38,11 +39,10 @@ set(QMESH_EMAIL_FUZZ_BIN "")
 if(CMAKE_C_COMPILER_ID STREQUAL "Clang")
   add_executable(fuzz_email ${QMESH_EMAIL_FUZZ_SOURCES})
   target_include_directories(fuzz_email PRIVATE ${QMESH_FUZZ_COMMON} ${PROJECT_SOURCE_DIR}/common/include)
-  # interaction.c silences a gcc-only warning by name.
-  target_compile_options(fuzz_email PRIVATE ${QMESH_FUZZ_FLAGS} -Wno-unknown-warning-option)
+  target_compile_options(fuzz_email PRIVATE ${QMESH_FUZZ_FLAGS})
   target_link_options(fuzz_email PRIVATE -fsanitize=fuzzer,address,undefined)
   target_link_libraries(fuzz_email PRIVATE PkgConfig::QM_FUZZ_GMIME PkgConfig::JANSSON PkgConfig::MSGPACK
-                        PkgConfig::SODIUM Threads::Threads)
+                        PkgConfig::SODIUM PkgConfig::LIBCONFIG Threads::Threads)
   set_target_properties(fuzz_email PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR})
   set(QMESH_EMAIL_FUZZ_BIN $<TARGET_FILE:fuzz_email>)
 else()
@@ -55,15 +55,15 @@ else()
     endif()
     add_custom_command(
       OUTPUT ${QMESH_EMAIL_FUZZ_OUT}
-      COMMAND ${QMESH_CLANG} -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-unknown-warning-option
+      COMMAND ${QMESH_CLANG} -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter
               ${QMESH_EMAIL_FUZZ_WERROR} ${QMESH_FUZZ_FLAGS}
               -I${QMESH_FUZZ_COMMON} -I${PROJECT_SOURCE_DIR}/common/include
-              ${QM_FUZZ_GMIME_CFLAGS} ${JANSSON_CFLAGS} ${MSGPACK_CFLAGS} ${SODIUM_CFLAGS}
+              ${QM_FUZZ_GMIME_CFLAGS} ${JANSSON_CFLAGS} ${MSGPACK_CFLAGS} ${SODIUM_CFLAGS} ${LIBCONFIG_CFLAGS}
               ${QMESH_EMAIL_FUZZ_SOURCES}
-              ${QM_FUZZ_GMIME_LDFLAGS} ${JANSSON_LDFLAGS} ${MSGPACK_LDFLAGS} ${SODIUM_LDFLAGS} -lpthread
+              ${QM_FUZZ_GMIME_LDFLAGS} ${JANSSON_LDFLAGS} ${MSGPACK_LDFLAGS} ${SODIUM_LDFLAGS} ${LIBCONFIG_LDFLAGS} -lpthread
               -o ${QMESH_EMAIL_FUZZ_OUT}
       DEPENDS ${QMESH_EMAIL_FUZZ_SOURCES} ${QMESH_EMAIL_DIR}/email_internal.h
-              ${QMESH_FUZZ_COMMON}/interaction.h ${QMESH_FUZZ_COMMON}/envelope.h ${QMESH_FUZZ_COMMON}/err.h
+              ${QMESH_FUZZ_COMMON}/interaction.h ${QMESH_FUZZ_COMMON}/cfgutil.h ${QMESH_FUZZ_COMMON}/envelope.h ${QMESH_FUZZ_COMMON}/err.h
       COMMENT "Building libFuzzer target fuzz_email with ${QMESH_CLANG}"
       VERBATIM)
     add_custom_target(fuzz_email ALL DEPENDS ${QMESH_EMAIL_FUZZ_OUT})
