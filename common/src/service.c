@@ -46,6 +46,7 @@ struct qm_service {
   int running;
   size_t idx;          /* position in the config's services */
   int init_called;      /* fini runs after a failed init too */
+  int timers_init;      /* drain_timer and status_timer exist */
   void *data;
 };
 
@@ -212,15 +213,22 @@ static void close_walk_cb(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
-static void finish_drain(uv_timer_t *t) {
-  qm_service_t *svc = t->data;
-  if (svc->def->fini) svc->def->fini(svc);
+/* Releases what the service holds, each owner closing its own handles (the
+ * HTTP listener closes in stages), after a drain or a failed start alike;
+ * the loop then runs until they are closed. */
+static void release(qm_service_t *svc) {
+  if (svc->init_called && svc->def->fini) svc->def->fini(svc);
   qm_http_destroy(&svc->http);
   qm_bus_destroy(&svc->bus);
-  uv_close((uv_handle_t *)&svc->drain_timer, NULL);
-  uv_close((uv_handle_t *)&svc->status_timer, NULL);
-  uv_close((uv_handle_t *)&svc->async, NULL);
+  if (svc->timers_init) {
+    uv_close((uv_handle_t *)&svc->drain_timer, NULL);
+    uv_close((uv_handle_t *)&svc->status_timer, NULL);
+    svc->timers_init = 0;
+  }
+  if (!uv_is_closing((uv_handle_t *)&svc->async)) uv_close((uv_handle_t *)&svc->async, NULL);
 }
+
+static void finish_drain(uv_timer_t *t) { release(t->data); }
 
 static void publish_status(uv_timer_t *t) {
   qm_service_t *svc = t->data;
@@ -294,6 +302,7 @@ static int service_start(qm_service_t *svc, qm_error_t *err) {
   svc->status_timer.data = svc;
   atomic_store(&svc->depth, UINT64_MAX);
   uv_timer_start(&svc->status_timer, publish_status, 0, 20);
+  svc->timers_init = 1;
   if (svc->scfg->http[0]) {
     rc = qm_http_new(&svc->http, &svc->loop, svc->scfg->http, err);
     if (rc) return rc;
@@ -324,13 +333,10 @@ static void service_thread(void *arg) {
   }
   uv_sem_post(&svc->started);
   if (svc->start_rc == 0) uv_run(&svc->loop, UV_RUN_DEFAULT);
-  /* Whatever is still open (after a failed start) is closed here. */
-  if (svc->start_rc != 0) {
-    if (svc->init_called && svc->def->fini) svc->def->fini(svc);
-    qm_http_destroy(&svc->http);
-    qm_bus_destroy(&svc->bus);
-    uv_close((uv_handle_t *)&svc->async, NULL);
-  }
+  else release(svc);
+  uv_run(&svc->loop, UV_RUN_DEFAULT);
+  /* Anything a service left open is closed here, after the owners above
+   * have finished their own closing. */
   uv_walk(&svc->loop, close_walk_cb, NULL);
   uv_run(&svc->loop, UV_RUN_DEFAULT);
   qm_store_destroy(&svc->store);

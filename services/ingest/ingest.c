@@ -23,6 +23,7 @@
 
 #include <qmesh/channel.h>
 
+#include "cfgutil.h"
 #include "ingest.h"
 #include "loader.h"
 #include "log.h"
@@ -299,7 +300,7 @@ static void spool_tick(uv_timer_t *t) {
       } else if (rc == QMESH_OK && !ch->file_refused) {
         move_to(ch, name, "done", NULL);
         qm_log(QM_LOG_INFO, "ingest.file_done", "channel", ch->name, "file", name, NULL);
-      } else if (rc == QMESH_BUSY || (rc == QMESH_OK && !ch->file_refused)) {
+      } else if (rc == QMESH_BUSY) {
         /* Busy part-way: what was accepted is stored; the rest comes on the
          * next tick, when the whole file is parsed again. */
       } else {
@@ -475,6 +476,19 @@ static int cfg_fail(qm_error_t *err, const char *file, const config_setting_t *s
                       path, what);
 }
 
+/* Refuses a member of `g` not in `valid`, naming it and the valid keys. */
+static int check_keys(qm_error_t *err, const char *file, const config_setting_t *g,
+                      const char *prefix, const char *const *valid) {
+  const config_setting_t *m = g ? qm__cfg_unknown_member(g, valid) : NULL;
+  if (!m) return 0;
+  char path[160], what[512];
+  snprintf(path, sizeof path, "%s.%s", prefix, config_setting_name(m));
+  int w = snprintf(what, sizeof what, "unknown setting (valid: ");
+  qm__join_names(what + w, sizeof what - (size_t)w - 1, valid, SIZE_MAX);
+  strcat(what, ")");
+  return cfg_fail(err, file, m, path, what);
+}
+
 static int load_hash_key(ingest_t *ing, const config_setting_t *g, const char *file, qm_error_t *err) {
   const char *hexkey = NULL;
   config_setting_t *k = g ? config_setting_get_member(g, "customer_hash_key") : NULL;
@@ -516,16 +530,8 @@ static int open_channel(ingest_t *ing, const config_setting_t *c, int idx, const
   snprintf(path, sizeof path, "services.ingest.channels.[%d]", idx);
   static const char *const keys[] = {"name", "plugin", "settings", "enabled", NULL};
   if (!config_setting_is_group(c)) return cfg_fail(err, file, c, path, "must be a group");
-  for (int i = 0; i < config_setting_length(c); i++) {
-    config_setting_t *m = config_setting_get_elem(c, (unsigned)i);
-    int ok = 0;
-    for (size_t k = 0; keys[k]; k++) ok |= strcmp(config_setting_name(m), keys[k]) == 0;
-    if (!ok) {
-      char p[160];
-      snprintf(p, sizeof p, "%s.%s", path, config_setting_name(m));
-      return cfg_fail(err, file, m, p, "unknown setting (valid: name, plugin, settings, enabled)");
-    }
-  }
+  int krc = check_keys(err, file, c, path, keys);
+  if (krc) return krc;
   const char *name = NULL, *plugin = NULL;
   int enabled = 1;
   config_setting_t *m;
@@ -590,23 +596,14 @@ static int ingest_init(qm_service_t *svc, qm_error_t *err) {
   static const char *const keys[] = {"bind", "connect", "http", "max_document_kb",
                                      "customer_hash_key", "media_dir", "media_keys_file",
                                      "channels", NULL};
-  for (int i = 0; g && i < config_setting_length(g); i++) {
-    config_setting_t *m = config_setting_get_elem(g, (unsigned)i);
-    int ok = 0;
-    for (size_t k = 0; keys[k]; k++) ok |= strcmp(config_setting_name(m), keys[k]) == 0;
-    if (!ok) {
-      char p[128];
-      snprintf(p, sizeof p, "services.ingest.%s", config_setting_name(m));
-      return cfg_fail(err, file, m, p, "unknown setting (valid: bind, connect, http, max_document_kb, "
-                                       "customer_hash_key, media_dir, media_keys_file, channels)");
-    }
-  }
+  int rc = check_keys(err, file, g, "services.ingest", keys);
+  if (rc) return rc;
   int max_kb = 4096;
   config_setting_t *m = g ? config_setting_get_member(g, "max_document_kb") : NULL;
   if (m && (config_setting_type(m) != CONFIG_TYPE_INT || (max_kb = config_setting_get_int(m)) < 1 || max_kb > 65536))
     return cfg_fail(err, file, m, "services.ingest.max_document_kb", "must be an integer from 1 to 65536");
   ing->max_doc = (size_t)max_kb << 10;
-  int rc = ing_store_open(&ing->st, qm_service_store(svc), err);
+  rc = ing_store_open(&ing->st, qm_service_store(svc), err);
   if (!rc) rc = load_hash_key(ing, g, file, err);
   if (rc) return rc;
   char media_dir[PATH_MAX], keys_file[PATH_MAX] = "";

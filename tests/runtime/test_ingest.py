@@ -169,6 +169,32 @@ def write(path, docs, jsonl=False):
 
 
 try:
+    # ---- 0. bad ingest configuration: refused with file, line and setting
+    m = Mesh("ingest-badcfg")
+    base = open(m.cfg).read()
+    cases = [
+        ("max_document_kb = 4096;", "colour = 1;",
+         "services.ingest.colour: unknown setting (valid: bind, connect, http, max_document_kb, "
+         "customer_hash_key, media_dir, media_keys_file, channels)"),
+        ('name = "chat";', 'name = "chat"; colour = 1;',
+         "services.ingest.channels.[0].colour: unknown setting (valid: name, plugin, settings, enabled)"),
+        ('tenant = "northwind";', 'tenant = "northwind"; colour = 1;', "channel_chat_json.colour: unknown setting (valid: spool_dir, http_path, channel, tenant, "
+         "default_queue, max_line_kb, max_body_kb)"),
+        ("max_document_kb = 4096;", "max_document_kb = 0;",
+         "services.ingest.max_document_kb: must be an integer from 1 to 65536"),
+    ]
+    ingest_line = [l for l in base.splitlines() if l.strip().startswith("ingest =")][0]
+    lineno = base.splitlines().index(ingest_line) + 1
+    with_max = ingest_line.replace("channels =", "max_document_kb = 4096; channels =")
+    for old, new, want in cases:
+        with open(m.cfg, "w") as f:
+            f.write(base.replace(ingest_line, with_max.replace(old, new, 1)))
+        r = subprocess.run([QMESH, "run", "--config", m.cfg, "--target", "ingest"], capture_output=True,
+                           text=True, timeout=60, cwd=m.work)
+        check(r.returncode == 1 and ("%s:%d: %s" % (m.cfg, lineno, want)) in r.stderr,
+              "bad ingest config refused: %s" % want[:60])
+    m.cleanup()
+
     # ---- 1. spool, idempotency, revisions, HTTP
     m = Mesh("ingest")
     m.start("all")
